@@ -1,0 +1,34 @@
+# The targets .ci/run and the README use. A virtualenv in .venv holds everything.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: install run test lint typecheck unit clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(BIN)/.installed
+
+## Run the service on its embedded default: sample images, a development key, URLs printed.
+run: install
+	$(BIN)/originshield serve
+
+lint: install
+	$(BIN)/ruff check proxy tests bench
+	$(BIN)/ruff format --check proxy tests bench
+
+typecheck: install
+	$(BIN)/mypy --strict proxy
+
+unit: install
+	$(BIN)/pytest
+
+## Everything CI runs: lint, types, the whole test suite.
+test: lint typecheck unit
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

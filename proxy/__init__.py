@@ -1,0 +1,1 @@
+"""originshield: an async origin shield for product images."""

@@ -1,0 +1,175 @@
+"""Composition root: settings in, a ready ``web.Application`` out.
+
+Nothing is built at import time: the origin client, the executor, the caches and the metrics
+registry are created in ``cleanup_ctx`` and closed there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from importlib.metadata import PackageNotFoundError, version
+
+import pyvips
+from aiohttp import web
+from cachetools import LRUCache, TTLCache
+from prometheus_client import CollectorRegistry
+
+from proxy import handlers, headers, middlewares, options, transform
+from proxy.cache import ByteLRU
+from proxy.metrics import Metrics
+from proxy.origin import Origin
+from proxy.origin.local import LocalOrigin
+from proxy.origin.s3 import S3Origin
+from proxy.service import Readiness, Service, Shield
+from proxy.settings import Settings, region_from_endpoint
+from proxy.signing import Verifier
+from proxy.workers import Workers
+
+SETTINGS = web.AppKey("settings", Settings)
+
+
+def _secret(value: object) -> str | None:
+    get = getattr(value, "get_secret_value", None)
+    return str(get()) if get is not None else None
+
+
+async def build_origin(settings: Settings) -> Origin:
+    o = settings.origin
+    if o.kind == "local":
+        return LocalOrigin(o.root, max_object_bytes=o.max_object_bytes)
+    s3 = S3Origin(
+        endpoint_url=o.endpoint_url,
+        region=o.region or region_from_endpoint(o.endpoint_url),
+        bucket=o.bucket,
+        access_key_id=_secret(o.access_key_id),
+        secret_access_key=_secret(o.secret_access_key),
+        connect_timeout=o.connect_timeout,
+        read_timeout=o.read_timeout,
+        retries=o.retries,
+        max_object_bytes=o.max_object_bytes,
+        max_connections=o.max_connections,
+    )
+    await s3.start()
+    return s3
+
+
+def limits_from(settings: Settings) -> options.Limits:
+    t = settings.transform
+    limits = options.Limits(
+        max_width=t.max_width,
+        max_height=t.max_height,
+        max_pixels=t.max_output_pixels,
+        allowed_widths=options.allowed_widths(t.allowed_widths),
+        width_policy=t.width_policy,
+        presets=options.preset_table(settings.presets),
+        presets_only=t.presets_only,
+    )
+    options.validate_presets(limits.presets, limits)
+    return limits
+
+
+def transform_config_from(settings: Settings) -> transform.TransformConfig:
+    t = settings.transform
+    return transform.TransformConfig(
+        source_formats=frozenset(t.source_formats),
+        max_source_pixels=t.max_source_pixels,
+        max_frames=t.max_frames,
+        max_animation_pixels=t.max_animation_pixels,
+        max_width=t.max_width,
+        max_height=t.max_height,
+        max_output_pixels=t.max_output_pixels,
+        fail_on=t.fail_on,
+        quality_jpeg=t.quality_jpeg,
+        quality_webp=t.quality_webp,
+        quality_avif=t.quality_avif,
+        effort_webp=t.effort_webp,
+        effort_avif=t.effort_avif,
+        effort_png=t.effort_png,
+    )
+
+
+def policy_from(settings: Settings) -> headers.CachePolicy:
+    c = settings.cache_control
+    return headers.CachePolicy(
+        browser_ttl=c.browser_ttl,
+        edge_ttl=c.edge_ttl,
+        stale_while_revalidate=c.stale_while_revalidate,
+        stale_if_error=c.stale_if_error,
+        versioned_ttl=c.versioned_ttl,
+        not_found_ttl=c.not_found_ttl,
+        error_ttl=c.error_ttl,
+    )
+
+
+def configure_libvips() -> None:
+    # Loaders libvips marks untrusted (matload, magick, …) must never see internet input.
+    pyvips.block_untrusted_set(True)
+    # Each render decodes a different source; the operation cache only holds memory.
+    pyvips.cache_set_max(0)
+
+
+def _package_version() -> str:
+    try:
+        return version("originshield")
+    except PackageNotFoundError:  # running from a source tree
+        return "0+unknown"
+
+
+def create_app(settings: Settings, *, registry: CollectorRegistry | None = None) -> web.Application:
+    app = web.Application(
+        middlewares=[middlewares.observe, middlewares.errors],
+        handler_args={"max_field_size": settings.server.max_field_size},
+    )
+    app[SETTINGS] = settings
+    policy = policy_from(settings)
+    app[middlewares.POLICY] = policy
+    app[middlewares.ACCESS_LOG] = settings.log.access
+    metrics = Metrics(registry if registry is not None else CollectorRegistry())
+    metrics.build.info({"version": _package_version(), "libvips": _libvips_version()})
+    app[middlewares.METRICS] = metrics
+    app[handlers.REGISTRY_METRICS] = metrics
+    limits = limits_from(settings)
+    tcfg = transform_config_from(settings)
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        configure_libvips()
+        origin = await build_origin(settings)
+        workers = Workers(settings.transform.concurrency, settings.transform.queue)
+        c = settings.cache
+        shield = Shield(
+            renders=ByteLRU(c.renders_bytes),
+            originals=ByteLRU(c.originals_bytes),
+            targets=LRUCache(maxsize=c.targets),
+            negative=TTLCache(maxsize=65536, ttl=c.negative_ttl) if c.negative_ttl else None,
+        )
+        app[handlers.SERVICE] = Service(
+            verifier=Verifier(
+                settings.signing_keys(),
+                ttl=settings.signing.ttl,
+                required=settings.signing.required,
+                max_skew=settings.signing.max_clock_skew,
+            ),
+            limits=limits,
+            transform_config=tcfg,
+            policy=policy,
+            origin=origin,
+            workers=workers,
+            shield=shield,
+            metrics=metrics,
+            deadline=settings.transform.timeout,
+            allowed_prefixes=tuple(settings.origin.allowed_prefixes),
+        )
+        app[handlers.READINESS] = Readiness(origin, workers)
+        try:
+            yield
+        finally:
+            await origin.close()
+            workers.close()
+
+    app.cleanup_ctx.append(lifecycle)
+    handlers.add_routes(app)
+    return app
+
+
+def _libvips_version() -> str:
+    return ".".join(str(pyvips.version(i)) for i in range(3))

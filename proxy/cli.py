@@ -1,0 +1,142 @@
+"""Command line: ``originshield serve | sign | check-config``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from proxy.settings import ConfigError, Settings, load_settings
+
+log = logging.getLogger("originshield")
+
+
+def _settings(path: str | None) -> Settings:
+    try:
+        return load_settings(path)
+    except ConfigError as exc:
+        print(f"originshield: config error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _params(items: Sequence[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        name, eq, value = item.partition("=")
+        if not eq or not name:
+            raise SystemExit(f"originshield sign: expected name=value, got {item!r}")
+        out[name] = value
+    return out
+
+
+def cmd_sign(args: argparse.Namespace) -> int:
+    from proxy.signing import Signer
+
+    settings = _settings(args.config)
+    signer = Signer(settings.signing_keys(), base_url=args.base_url)
+    params = _params(args.params)
+    try:
+        if args.timed:
+            print(signer.timed_url(args.key, window=args.window, **params))  # type: ignore[arg-type]
+        else:
+            print(signer.url(args.key, **params))
+    except ValueError as exc:
+        raise SystemExit(f"originshield sign: {exc}") from None
+    return 0
+
+
+def _development_banner(settings: Settings, host: str, port: int) -> None:
+    from proxy import samples
+    from proxy.signing import Signer
+
+    keys = samples.generate(Path(settings.origin.root))
+    signer = Signer(settings.signing_keys(), base_url=f"http://{host}:{port}")
+    examples = [
+        signer.url(keys[0], w=400, f="webp"),
+        signer.url(keys[0], w=300, h=300, fit="cover", f="avif"),
+        signer.url(keys[1], w=400),
+        signer.url(keys[2], w=300, f="jpeg"),
+        signer.url(keys[3], w=160, f="webp"),
+        signer.timed_url(keys[0], w=800, f="auto"),
+    ]
+    print(
+        "originshield: DEVELOPMENT MODE - serving the sample folder "
+        f"{Path(settings.origin.root).resolve()} with a development signing key.\n"
+        "  The key is public: never use this mode in production "
+        "(set ORIGINSHIELD_SIGNING__KEYS and a config file).\n"
+        "  Try:",
+        *("    " + url for url in examples),
+        sep="\n",
+        flush=True,
+    )
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from proxy import logs
+    from proxy.app import create_app
+
+    settings = _settings(args.config)
+    host = args.host or settings.server.host
+    port = args.port if args.port is not None else settings.server.port
+    logs.setup(settings.log.level, settings.log.format)
+    if settings.development:
+        _development_banner(settings, host, port)
+    web.run_app(
+        create_app(settings),
+        host=host,
+        port=port,
+        access_log=None,
+        keepalive_timeout=settings.server.keepalive_timeout,
+        shutdown_timeout=settings.server.shutdown_grace,
+        handle_signals=True,
+        print=None,
+    )
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    try:
+        settings = load_settings(args.config)
+        from proxy.app import limits_from
+
+        limits_from(settings)
+    except (ConfigError, ValueError) as exc:
+        print(f"originshield: config error: {exc}", file=sys.stderr)
+        return 2
+    # SecretStr prints as '**********', so secrets stay masked.
+    print(settings.model_dump_json(indent=2, exclude={"development"}))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="originshield", description="Image origin shield: signed URLs, resizing, caching."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the server")
+    serve.add_argument("--config", help="TOML config file (default: built-in defaults)")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.set_defaults(func=cmd_serve)
+    sign = sub.add_parser("sign", help="print a signed path and query")
+    sign.add_argument("--config")
+    sign.add_argument("--timed", action="store_true", help="a verify= token instead of s=")
+    sign.add_argument("--window", type=int, default=None, help="floor the issue time (seconds)")
+    sign.add_argument("--base-url", default="", help="prefix, e.g. https://img.example.com")
+    sign.add_argument("key", metavar="OBJECT_KEY")
+    sign.add_argument("params", nargs="*", metavar="name=value")
+    sign.set_defaults(func=cmd_sign)
+    check = sub.add_parser("check-config", help="validate the config and print it, masked")
+    check.add_argument("--config")
+    check.set_defaults(func=cmd_check_config)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    result: int = args.func(args)
+    return result

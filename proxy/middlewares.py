@@ -1,0 +1,118 @@
+"""Request id, timing and access log, and the one place errors become responses."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from proxy import headers
+from proxy.errors import Overloaded, ProxyError
+from proxy.logs import ACCESS
+from proxy.metrics import Metrics
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+log = logging.getLogger("originshield")
+METRICS = web.AppKey("metrics", Metrics)
+POLICY = web.AppKey("policy", headers.CachePolicy)
+ACCESS_LOG = web.AppKey("access_log", bool)
+ROUTES = frozenset({"healthz", "readyz", "metrics"})
+
+
+def _route(request: web.Request) -> str:
+    name = request.match_info.route.name
+    return name if name in ROUTES else "image"
+
+
+def _client_ip(request: web.Request) -> str | None:
+    trusted = request.get("trusted_client_ip")
+    return trusted if isinstance(trusted, str) else request.remote
+
+
+def _error_response(request: web.Request, err: ProxyError) -> web.Response:
+    policy = request.app[POLICY]
+    browser, edge = headers.error_cache_control(err.status, policy)
+    out = {"Cache-Control": browser}
+    if edge:
+        out[headers.CDN_CACHE_CONTROL] = edge
+    if isinstance(err, Overloaded):
+        out["Retry-After"] = str(err.retry_after)
+    return web.Response(status=err.status, text=err.public + "\n", headers=out)
+
+
+@web.middleware
+async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Outermost: request id, metrics and the access log see the final status."""
+    request_id = secrets.token_hex(8)
+    request["request_id"] = request_id
+    started = time.perf_counter()
+    response = await handler(request)
+    elapsed = time.perf_counter() - started
+    response.headers["X-Request-Id"] = request_id
+    # No framework or Python version in the Server header.
+    response.headers["Server"] = "originshield"
+    metrics = request.app[METRICS]
+    route = _route(request)
+    metrics.requests.labels(route, f"{response.status // 100}xx").inc()
+    metrics.request_seconds.labels(route).observe(elapsed)
+    body_length = response.content_length or 0
+    metrics.served_bytes.inc(body_length)
+    if request.app[ACCESS_LOG] and route == "image":
+        ACCESS.info(
+            "request",
+            extra={
+                "fields": {
+                    "request_id": request_id,
+                    "cf_ray": request.headers.get("CF-Ray"),
+                    "client_ip": _client_ip(request),
+                    "method": request.method,
+                    "key": request.get("object_key"),
+                    "options": request.get("canonical"),
+                    "status": response.status,
+                    "bytes": body_length,
+                    "cache": request.get("cache"),
+                    "duration_ms": round(elapsed * 1000, 3),
+                    "stages_ms": request.get("stages"),
+                    "user_agent": request.headers.get("User-Agent"),
+                }
+            },
+        )
+    return response
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The only place an exception becomes a response; nothing internal reaches the client."""
+    try:
+        return await handler(request)
+    except ProxyError as err:
+        request.app[METRICS].errors.labels(err.category).inc()
+        if err.status >= 500 or err.detail != err.public:
+            log.warning(
+                "%s", err.public,
+                extra={"fields": {"request_id": request["request_id"], "detail": err.detail,
+                                  "status": err.status}},
+            )  # fmt: skip
+        return _error_response(request, err)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return web.Response(
+            status=exc.status,
+            text=(exc.reason or "error") + "\n",
+            headers={"Cache-Control": headers.NO_STORE, **_allow(exc)},
+        )
+    except Exception:
+        request.app[METRICS].errors.labels("internal").inc()
+        log.exception("unhandled error", extra={"fields": {"request_id": request["request_id"]}})
+        return web.Response(
+            status=500, text="internal error\n", headers={"Cache-Control": headers.NO_STORE}
+        )
+
+
+def _allow(exc: web.HTTPException) -> dict[str, str]:
+    allow = exc.headers.get("Allow")
+    return {"Allow": allow} if allow else {}

@@ -1,0 +1,371 @@
+"""Image transforms with pyvips: synchronous and pure (bytes in, bytes out).
+
+Called only through ``workers.run`` so the event loop never blocks (libvips releases the GIL).
+
+The flow: ``sniff`` the magic bytes (never the extension or Content-Type), ``probe`` the header
+(no pixels decoded) against the limits, ``plan`` the geometry and format, load with shrink-on-load
+via ``thumbnail_buffer`` (orientation applied, colour managed to sRGB), run ``PIPELINE`` (each step
+``(image, plan) -> image``), then ``encode``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pyvips
+
+from proxy import negotiate
+from proxy.errors import LimitExceeded, SourceTooLarge, UndecodableImage, UnsupportedFormat
+from proxy.options import TransformOptions
+
+Image = Any  # pyvips.Image has no type information
+ALL_SOURCE_FORMATS = frozenset({"jpeg", "png", "webp", "avif", "gif", "tiff", "svg", "heif"})
+_COMPASS_X = {"west": 0.0, "northwest": 0.0, "southwest": 0.0,
+              "east": 1.0, "northeast": 1.0, "southeast": 1.0}  # fmt: skip
+_COMPASS_Y = {"north": 0.0, "northwest": 0.0, "northeast": 0.0,
+              "south": 1.0, "southwest": 1.0, "southeast": 1.0}  # fmt: skip
+_MAX_COORD = 10_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class TransformConfig:
+    source_formats: frozenset[str] = frozenset({"jpeg", "png", "webp", "avif", "gif", "tiff"})
+    max_source_pixels: int = 50_000_000
+    max_frames: int = 200
+    max_animation_pixels: int = 200_000_000
+    max_width: int = 4096
+    max_height: int = 4096
+    max_output_pixels: int = 16_777_216
+    fail_on: str = "warning"
+    quality_jpeg: int = 80
+    quality_webp: int = 79
+    quality_avif: int = 63
+    effort_webp: int = 2
+    effort_avif: int = 2
+    effort_png: int = 3
+
+    def quality(self, fmt: str, requested: int | None) -> int:
+        if requested is not None:
+            return requested
+        return {"webp": self.quality_webp, "avif": self.quality_avif}.get(fmt, self.quality_jpeg)
+
+
+@dataclass(frozen=True, slots=True)
+class SourceInfo:
+    format: str
+    width: int  # as displayed, after EXIF orientation
+    height: int
+    pages: int
+    has_alpha: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """Everything the pipeline needs; computed from the header before any pixel is decoded."""
+
+    options: TransformOptions
+    format: negotiate.OutputFormat
+    animated: bool
+    resize: tuple[int, int]  # size after the shrink-on-load resize
+    crop: tuple[int, int, int, int] | None  # left, top, width, height (per frame)
+    smart_crop: bool
+    pad: tuple[int, int] | None  # final canvas when padding
+    background: tuple[int, int, int]
+    quality: int
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    body: bytes
+    format: negotiate.OutputFormat
+    width: int
+    height: int  # per frame
+    frames: int
+
+
+def sniff(data: bytes) -> str | None:
+    """The source format from its magic bytes, or None for anything unrecognised."""
+    head = data[:64]
+    if head.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return "gif"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        return "tiff"
+    if head[4:8] == b"ftyp":
+        box = int.from_bytes(head[:4], "big")
+        brands = {data[i : i + 4] for i in range(8, min(box, 64), 4)}
+        if brands & {b"avif", b"avis"}:
+            return "avif"
+        if brands & {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1"}:
+            return "heif"
+        return None
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if head.startswith(b"\x1f\x8b") or text.startswith((b"<?xml", b"<svg", b"<!doctype svg")):
+        return "svg"
+    return None
+
+
+def _check_format(data: bytes, cfg: TransformConfig) -> str:
+    if not data:
+        raise UndecodableImage("source is empty")
+    fmt = sniff(data)
+    if fmt is None:
+        raise UndecodableImage("source is not a recognised image")
+    if fmt not in cfg.source_formats:
+        raise UnsupportedFormat(f"source format {fmt} is not allowed")
+    return fmt
+
+
+def probe(data: bytes, cfg: TransformConfig) -> SourceInfo:
+    """Read the header only and enforce the source limits before decoding pixels."""
+    fmt = _check_format(data, cfg)
+    try:
+        header = pyvips.Image.new_from_buffer(data, "", access="sequential")
+        width, height = header.width, header.height
+        fields = set(header.get_fields())
+        pages = header.get("n-pages") if "n-pages" in fields else 1
+        page_height = header.get("page-height") if "page-height" in fields else height
+        orientation = header.get("orientation") if "orientation" in fields else 1
+        has_alpha = bool(header.hasalpha())
+    except pyvips.Error as exc:
+        raise UndecodableImage("source image header could not be read", detail=str(exc)) from None
+    if pages > 1 and page_height and height == page_height * pages:
+        height = page_height
+    if width * height > cfg.max_source_pixels:
+        raise SourceTooLarge(
+            f"source image is {width}x{height}, above {cfg.max_source_pixels} pixels"
+        )
+    if orientation in (5, 6, 7, 8):
+        width, height = height, width
+    return SourceInfo(fmt, width, height, max(1, int(pages)), has_alpha)
+
+
+def _scale_to(src: tuple[int, int], scale: float) -> tuple[int, int]:
+    return max(1, round(src[0] * scale)), max(1, round(src[1] * scale))
+
+
+def _anchor(gravity: str, focal: tuple[float, float] | None) -> tuple[float, float]:
+    if focal is not None:
+        return focal
+    return _COMPASS_X.get(gravity, 0.5), _COMPASS_Y.get(gravity, 0.5)
+
+
+def _crop_box(
+    resized: tuple[int, int], box: tuple[int, int], anchor: tuple[float, float]
+) -> tuple[int, int, int, int]:
+    rw, rh = resized
+    w, h = min(box[0], rw), min(box[1], rh)
+    # The anchor is where the focal point should sit; keep the window inside the image.
+    left = min(max(round(anchor[0] * rw - w / 2), 0), rw - w)
+    top = min(max(round(anchor[1] * rh - h / 2), 0), rh - h)
+    return left, top, w, h
+
+
+def _geometry(
+    src: tuple[int, int], opts: TransformOptions
+) -> tuple[tuple[int, int], tuple[int, int] | None, tuple[int, int] | None]:
+    """(resize size, crop box or None, pad canvas or None) for the fit mode."""
+    sw, sh = src
+    tw, th = opts.width, opts.height
+    if tw is None and th is None:
+        return src, None, None
+    fit = opts.fit
+    if tw is None or th is None:
+        # One side alone keeps the aspect ratio; only scale-down and crop refuse to enlarge.
+        scale = tw / sw if tw is not None else th / sh  # type: ignore[operator]
+        if fit in ("scale-down", "crop"):
+            scale = min(scale, 1.0)
+        return _scale_to(src, scale), None, None
+    if fit == "fill":
+        return (tw, th), None, None
+    if fit in ("cover", "crop"):
+        scale = max(tw / sw, th / sh)
+        if fit == "crop":
+            scale = min(scale, 1.0)
+        resized = _scale_to(src, scale)
+        # Rounding may leave the resized side one pixel short of the box.
+        if fit == "cover":
+            resized = (max(resized[0], tw), max(resized[1], th))
+        return resized, (min(tw, resized[0]), min(th, resized[1])), None
+    scale = min(tw / sw, th / sh)
+    if fit == "scale-down":
+        scale = min(scale, 1.0)
+    resized = _scale_to(src, scale)
+    return resized, None, ((tw, th) if fit == "pad" else None)
+
+
+def plan(
+    info: SourceInfo, opts: TransformOptions, variant_class: str, cfg: TransformConfig
+) -> Plan:
+    animated = info.pages > 1 and opts.anim
+    fmt = negotiate.choose(
+        opts, variant_class, source_format=info.format, has_alpha=info.has_alpha, animated=animated
+    )
+    animated = animated and fmt in ("webp", "gif")
+    if animated:
+        if info.pages > cfg.max_frames:
+            raise SourceTooLarge(f"animation has {info.pages} frames, above {cfg.max_frames}")
+        if info.width * info.height * info.pages > cfg.max_animation_pixels:
+            raise SourceTooLarge("animation has too many pixels in total")
+    resized, box, pad = _geometry((info.width, info.height), opts)
+    crop = None
+    if box is not None:
+        crop = _crop_box(resized, box, _anchor(opts.g, opts.focal))
+    final = pad or (crop[2:] if crop else resized)
+    if final[0] > cfg.max_width or final[1] > cfg.max_height:
+        raise LimitExceeded(f"output would be {final[0]}x{final[1]}, above the size limit")
+    # The intermediate size counts too: covering a box with a thin strip enlarges it hugely.
+    if (
+        final[0] * final[1] > cfg.max_output_pixels
+        or resized[0] * resized[1] > 4 * cfg.max_output_pixels
+    ):
+        raise LimitExceeded("output would have too many pixels")
+    return Plan(
+        options=opts,
+        format=fmt,
+        animated=animated,
+        resize=resized,
+        crop=crop,
+        smart_crop=opts.g == "auto" and crop is not None and not animated,
+        pad=pad,
+        background=opts.bg or (255, 255, 255),
+        quality=cfg.quality(fmt, opts.q),
+    )
+
+
+def load(data: bytes, p: Plan, cfg: TransformConfig) -> Image:
+    """Shrink-on-load decode to the planned size, upright and colour managed."""
+    kwargs: dict[str, Any] = {
+        "height": p.resize[1],
+        "size": "force",
+        "fail_on": cfg.fail_on,
+        # Converts from the embedded profile (or the built-in CMYK one) to sRGB; images with
+        # no profile are taken as sRGB already.
+        "export_profile": "srgb",
+    }
+    if p.animated:
+        kwargs["option_string"] = "n=-1"
+    if p.smart_crop and p.crop is not None:
+        # libvips resizes to cover the box, then picks the most interesting window itself.
+        kwargs.update(height=p.crop[3], size="both", crop="attention")
+        return pyvips.Image.thumbnail_buffer(data, p.crop[2], **kwargs)
+    return pyvips.Image.thumbnail_buffer(data, p.resize[0], **kwargs)
+
+
+def _frames(image: Image) -> tuple[int, int]:
+    page_height = image.get("page-height") if "page-height" in image.get_fields() else 0
+    if page_height and image.height % page_height == 0 and image.height > page_height:
+        return image.height // page_height, page_height
+    return 1, image.height
+
+
+def _per_frame(image: Image, fn: Callable[[Image], Image]) -> Image:
+    count, page_height = _frames(image)
+    if count == 1:
+        return fn(image)
+    frames = [fn(image.crop(0, i * page_height, image.width, page_height)) for i in range(count)]
+    out = pyvips.Image.arrayjoin(frames, across=1).copy()
+    out.set_type(pyvips.GValue.gint_type, "page-height", frames[0].height)
+    return out
+
+
+def to_srgb(image: Image, p: Plan) -> Image:
+    if image.interpretation in ("b-w", "grey16"):
+        image = image.colourspace("b-w") if image.format != "uchar" else image
+    elif image.interpretation != "srgb" or image.format != "uchar":
+        image = image.colourspace("srgb")
+    if image.format != "uchar":
+        image = image.cast("uchar")
+    return image
+
+
+def crop(image: Image, p: Plan) -> Image:
+    if p.crop is None or p.smart_crop:
+        return image
+    left, top, width, height = p.crop
+    if (left, top, width, height) == (0, 0, image.width, _frames(image)[1]):
+        return image
+    return _per_frame(image, lambda frame: frame.crop(left, top, width, height))
+
+
+def pad(image: Image, p: Plan) -> Image:
+    if p.pad is None:
+        return image
+    width, height = p.pad
+    _, frame_height = _frames(image)
+    left, top = (width - image.width) // 2, (height - frame_height) // 2
+    background = list(p.background)
+    if image.bands in (1, 2):
+        background = [round(sum(background) / 3)]
+    if image.hasalpha():
+        background = [*background, 255]
+    return _per_frame(
+        image,
+        lambda f: f.embed(left, top, width, height, extend="background", background=background),
+    )
+
+
+def blur(image: Image, p: Plan) -> Image:
+    sigma = p.options.blur
+    return image if sigma is None else image.gaussblur(sigma)
+
+
+def sharpen(image: Image, p: Plan) -> Image:
+    amount = p.options.sharpen
+    if not amount:
+        return image
+    # 0..10 maps onto the slope for jaggy areas; 1 is a mild sharpen after downscaling.
+    return image.sharpen(sigma=1.0, m1=0.0, m2=amount * 1.5)
+
+
+def flatten(image: Image, p: Plan) -> Image:
+    if p.format != "jpeg" or not image.hasalpha():
+        return image
+    background = list(p.background) if image.bands == 4 else [round(sum(p.background) / 3)]
+    return image.flatten(background=background)
+
+
+Step = Callable[[Image, Plan], Image]
+PIPELINE: tuple[Step, ...] = (to_srgb, crop, pad, blur, sharpen, flatten)
+
+
+def encode(image: Image, p: Plan, cfg: TransformConfig) -> bytes:
+    q = p.quality
+    if p.format == "jpeg":
+        data = image.jpegsave_buffer(
+            Q=q, optimize_coding=True, interlace=True, keep="none", subsample_mode="auto"
+        )
+    elif p.format == "webp":
+        data = image.webpsave_buffer(Q=q, effort=cfg.effort_webp, keep="none")
+    elif p.format == "avif":
+        data = image.heifsave_buffer(
+            Q=q, compression="av1", effort=cfg.effort_avif, keep="none", bitdepth=8
+        )
+    elif p.format == "png":
+        data = image.pngsave_buffer(compression=6, effort=cfg.effort_png, keep="none")
+    else:
+        data = image.gifsave_buffer(keep="none")
+    return bytes(data)
+
+
+def render(
+    data: bytes, opts: TransformOptions, variant_class: str, cfg: TransformConfig
+) -> Rendered:
+    info = probe(data, cfg)
+    p = plan(info, opts, variant_class, cfg)
+    try:
+        image = load(data, p, cfg)
+        for step in PIPELINE:
+            image = step(image, p)
+        body = encode(image, p, cfg)
+    except pyvips.Error as exc:
+        raise UndecodableImage("source image could not be decoded", detail=str(exc)) from None
+    count, frame_height = _frames(image) if p.animated else (1, image.height)
+    return Rendered(body, p.format, image.width, frame_height, count)

@@ -1,0 +1,65 @@
+"""A bounded pool for pyvips work, with admission control.
+
+At most ``concurrency`` transforms run at once and at most ``queue`` wait; past that a request
+is refused at once with 503 and ``Retry-After`` rather than piling up. A slot is released only
+when its thread has really finished, so a timed-out transform can never oversubscribe the CPUs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import ParamSpec, TypeVar
+
+from proxy.errors import Overloaded
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class Workers:
+    def __init__(self, concurrency: int, queue: int) -> None:
+        self.concurrency = concurrency or os.cpu_count() or 1
+        self.queue = queue
+        self._executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="vips")
+        self._slots = asyncio.Semaphore(self.concurrency)
+        self.waiting = 0
+        self.running = 0
+
+    @property
+    def saturated(self) -> bool:
+        return self.running >= self.concurrency and self.waiting >= self.queue
+
+    async def run(self, budget: float, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + budget
+        if self._slots.locked() and self.waiting >= self.queue:
+            raise Overloaded("server busy, retry shortly", retry_after=1)
+        self.waiting += 1
+        try:
+            async with asyncio.timeout_at(deadline):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise Overloaded("server busy, retry shortly", retry_after=2) from None
+        finally:
+            self.waiting -= 1
+        self.running += 1
+        future = loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+        future.add_done_callback(self._release)  # type: ignore[arg-type]
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await asyncio.shield(future)
+        except TimeoutError:
+            raise Overloaded("transform took too long", retry_after=2) from None
+
+    def _release(self, future: asyncio.Future[object]) -> None:
+        self.running -= 1
+        self._slots.release()
+        # A caller that timed out no longer awaits this; mark its outcome as seen.
+        if not future.cancelled():
+            future.exception()
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
