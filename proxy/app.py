@@ -118,7 +118,10 @@ def _package_version() -> str:
 def create_app(settings: Settings, *, registry: CollectorRegistry | None = None) -> web.Application:
     app = web.Application(
         middlewares=[middlewares.observe, middlewares.errors],
-        handler_args={"max_field_size": settings.server.max_field_size},
+        handler_args={
+            "max_line_size": settings.server.max_url_length,
+            "max_field_size": settings.server.max_field_size,
+        },
     )
     app[SETTINGS] = settings
     policy = policy_from(settings)

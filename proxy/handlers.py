@@ -5,6 +5,7 @@ from __future__ import annotations
 import prometheus_client
 from aiohttp import web
 
+from proxy import middlewares
 from proxy.errors import MethodNotAllowed
 from proxy.metrics import Metrics
 from proxy.service import ImageRequest, Readiness, Service
@@ -27,7 +28,9 @@ async def image(request: web.Request) -> web.StreamResponse:
             if_modified_since=h.get("If-Modified-Since"),
         )
     )
-    request["cache"] = reply.cache
+    request[middlewares.CACHE_RESULT] = reply.cache
+    request[middlewares.OBJECT_KEY] = reply.key
+    request[middlewares.CANONICAL] = reply.canonical
     return web.Response(status=reply.status, body=reply.body or None, headers=reply.headers)
 
 

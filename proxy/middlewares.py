@@ -20,6 +20,11 @@ METRICS = web.AppKey("metrics", Metrics)
 POLICY = web.AppKey("policy", headers.CachePolicy)
 ACCESS_LOG = web.AppKey("access_log", bool)
 ROUTES = frozenset({"healthz", "readyz", "metrics"})
+REQUEST_ID = web.RequestKey("request_id", str)
+CACHE_RESULT = web.RequestKey("cache_result", str)
+OBJECT_KEY = web.RequestKey("object_key", str)
+CANONICAL = web.RequestKey("canonical", str)
+TRUSTED_IP = web.RequestKey("trusted_client_ip", str)
 
 
 def _route(request: web.Request) -> str:
@@ -28,8 +33,7 @@ def _route(request: web.Request) -> str:
 
 
 def _client_ip(request: web.Request) -> str | None:
-    trusted = request.get("trusted_client_ip")
-    return trusted if isinstance(trusted, str) else request.remote
+    return request.get(TRUSTED_IP, request.remote)
 
 
 def _error_response(request: web.Request, err: ProxyError) -> web.Response:
@@ -47,7 +51,7 @@ def _error_response(request: web.Request, err: ProxyError) -> web.Response:
 async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Outermost: request id, metrics and the access log see the final status."""
     request_id = secrets.token_hex(8)
-    request["request_id"] = request_id
+    request[REQUEST_ID] = request_id
     started = time.perf_counter()
     response = await handler(request)
     elapsed = time.perf_counter() - started
@@ -69,13 +73,12 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
                     "cf_ray": request.headers.get("CF-Ray"),
                     "client_ip": _client_ip(request),
                     "method": request.method,
-                    "key": request.get("object_key"),
-                    "options": request.get("canonical"),
+                    "key": request.get(OBJECT_KEY),
+                    "options": request.get(CANONICAL),
                     "status": response.status,
                     "bytes": body_length,
-                    "cache": request.get("cache"),
+                    "cache": request.get(CACHE_RESULT),
                     "duration_ms": round(elapsed * 1000, 3),
-                    "stages_ms": request.get("stages"),
                     "user_agent": request.headers.get("User-Agent"),
                 }
             },
@@ -93,7 +96,7 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         if err.status >= 500 or err.detail != err.public:
             log.warning(
                 "%s", err.public,
-                extra={"fields": {"request_id": request["request_id"], "detail": err.detail,
+                extra={"fields": {"request_id": request[REQUEST_ID], "detail": err.detail,
                                   "status": err.status}},
             )  # fmt: skip
         return _error_response(request, err)
@@ -107,7 +110,7 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         )
     except Exception:
         request.app[METRICS].errors.labels("internal").inc()
-        log.exception("unhandled error", extra={"fields": {"request_id": request["request_id"]}})
+        log.exception("unhandled error", extra={"fields": {"request_id": request[REQUEST_ID]}})
         return web.Response(
             status=500, text="internal error\n", headers={"Cache-Control": headers.NO_STORE}
         )

@@ -38,7 +38,8 @@ class Reply:
     headers: dict[str, str]
     body: bytes = b""
     cache: str = "miss"  # hit, miss, coalesced, revalidated
-    stages: dict[str, float] = field(default_factory=dict)
+    key: str = ""
+    canonical: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,7 +178,8 @@ class Service:
         ):  # fmt: skip
             return None
         modified = headers.http_date(meta.last_modified) if meta.last_modified else None
-        return Reply(304, self._headers(target, tag, modified, target.options.f == "auto"))
+        out = self._headers(target, tag, modified, target.options.f == "auto")
+        return Reply(304, out, cache="revalidated", key=target.key, canonical=target.canonical)
 
     async def _stat(self, key: str) -> SourceMeta:
         self._check_negative(key)
@@ -276,9 +278,9 @@ class Service:
             etag_value=render.etag,
             last_modified=render.modified,
         ):
-            return Reply(304, out, cache=cache)
+            return Reply(304, out, cache=cache, key=target.key, canonical=target.canonical)
         out["Content-Type"] = render.content_type
-        return Reply(200, out, render.body, cache=cache)
+        return Reply(200, out, render.body, cache, target.key, target.canonical)
 
 
 class Readiness:
