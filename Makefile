@@ -18,8 +18,8 @@ run: install
 	$(BIN)/originshield serve
 
 lint: install
-	$(BIN)/ruff check proxy tests bench
-	$(BIN)/ruff format --check proxy tests bench
+	$(BIN)/ruff check proxy tests
+	$(BIN)/ruff format --check proxy tests
 
 typecheck: install
 	$(BIN)/mypy --strict proxy

@@ -33,7 +33,8 @@ def _route(request: web.Request) -> str:
 
 
 def _client_ip(request: web.Request) -> str | None:
-    return request.get(TRUSTED_IP, request.remote)
+    trusted: str | None = request.get(TRUSTED_IP)
+    return trusted or request.remote
 
 
 def _error_response(request: web.Request, err: ProxyError) -> web.Response:

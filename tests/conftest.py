@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import boto3
@@ -46,7 +46,7 @@ def bucket(s3_server: str) -> Iterator[tuple[str, Any]]:
         endpoint_url=s3_server,
         region_name="us-east-1",
         aws_access_key_id="testing",
-        aws_secret_access_key="testing",  # noqa: S106
+        aws_secret_access_key="testing",
     )
     name = f"test-{uuid.uuid4().hex[:12]}"
     client.create_bucket(Bucket=name)
@@ -109,5 +109,5 @@ def put(bucket: tuple[str, Any]) -> Callable[[str, bytes], None]:
 
 
 @pytest.fixture
-async def client(make_client: ClientFactory) -> AsyncIterator[TestClient[Any, Any]]:
-    yield await make_client()
+async def client(make_client: ClientFactory) -> TestClient[Any, Any]:
+    return await make_client()

@@ -11,8 +11,10 @@ BLUE = (30, 60, 220)
 
 
 def solid(width: int, height: int, rgb: tuple[int, int, int]) -> Any:
-    return pyvips.Image.black(width, height, bands=3).new_from_image(list(rgb)).copy(
-        interpretation="srgb"
+    return (
+        pyvips.Image.black(width, height, bands=3)
+        .new_from_image(list(rgb))
+        .copy(interpretation="srgb")
     )
 
 
