@@ -26,7 +26,7 @@ _COMPASS_X = {"west": 0.0, "northwest": 0.0, "southwest": 0.0,
               "east": 1.0, "northeast": 1.0, "southeast": 1.0}  # fmt: skip
 _COMPASS_Y = {"north": 0.0, "northwest": 0.0, "northeast": 0.0,
               "south": 1.0, "southwest": 1.0, "southeast": 1.0}  # fmt: skip
-_MAX_COORD = 10_000_000
+ANIMATED_SOURCES = frozenset({"gif", "webp"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,7 +204,8 @@ def _geometry(
 def plan(
     info: SourceInfo, opts: TransformOptions, variant_class: str, cfg: TransformConfig
 ) -> Plan:
-    animated = info.pages > 1 and opts.anim
+    # HEIF/AVIF "pages" are separate images (thumbnails, grids), not frames of an animation.
+    animated = info.pages > 1 and opts.anim and info.format in ANIMATED_SOURCES
     fmt = negotiate.choose(
         opts, variant_class, source_format=info.format, has_alpha=info.has_alpha, animated=animated
     )
@@ -321,8 +322,15 @@ def sharpen(image: Image, p: Plan) -> Image:
     amount = p.options.sharpen
     if not amount:
         return image
-    # 0..10 maps onto the slope for jaggy areas; 1 is a mild sharpen after downscaling.
-    return image.sharpen(sigma=1.0, m1=0.0, m2=amount * 1.5)
+    # 0..10 scales libvips' unsharp mask on L*: radius, the slopes for flat (m1) and edge (m2)
+    # areas, and the brightening/darkening caps; 1 is a mild sharpen after downscaling.
+    return image.sharpen(
+        sigma=0.5 + amount / 10,
+        m1=amount / 10,
+        m2=1.0 + amount / 2,
+        y2=10 + 2 * amount,
+        y3=20 + 2 * amount,
+    )
 
 
 def flatten(image: Image, p: Plan) -> Image:
