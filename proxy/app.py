@@ -20,9 +20,13 @@ from proxy.metrics import Metrics
 from proxy.origin import Origin
 from proxy.origin.local import LocalOrigin
 from proxy.origin.s3 import S3Origin
-from proxy.service import Readiness, Service, Shield
+from proxy.readiness import Readiness
+from proxy.results import ResultStorage
+from proxy.service import Service, Shield
 from proxy.settings import Settings, region_from_endpoint
 from proxy.signing import Verifier
+from proxy.sources import Sources
+from proxy.tasks import Background
 from proxy.workers import Workers
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -33,7 +37,7 @@ def _secret(value: object) -> str | None:
     return str(get()) if get is not None else None
 
 
-async def build_origin(settings: Settings) -> Origin:
+async def build_origin(settings: Settings, metrics: Metrics) -> Origin:
     o = settings.origin
     if o.kind == "local":
         return LocalOrigin(o.root, max_object_bytes=o.max_object_bytes)
@@ -48,6 +52,7 @@ async def build_origin(settings: Settings) -> Origin:
         retries=o.retries,
         max_object_bytes=o.max_object_bytes,
         max_connections=o.max_connections,
+        on_retry=lambda action: metrics.origin_retries.labels(action).inc(),
     )
     await s3.start()
     return s3
@@ -136,15 +141,24 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         configure_libvips()
-        origin = await build_origin(settings)
+        origin = await build_origin(settings, metrics)
         workers = Workers(settings.transform.concurrency, settings.transform.queue)
+        background = Background()
         c = settings.cache
-        shield = Shield(
-            renders=ByteLRU(c.renders_bytes),
-            originals=ByteLRU(c.originals_bytes),
-            targets=LRUCache(maxsize=c.targets),
+        sources = Sources(
+            origin,
+            cache=ByteLRU(c.originals_bytes),
             negative=TTLCache(maxsize=65536, ttl=c.negative_ttl) if c.negative_ttl else None,
+            revalidate_after=c.revalidate_after,
+            metrics=metrics,
         )
+        rs = settings.result_storage
+        results = (
+            ResultStorage(origin, prefix=rs.prefix, metrics=metrics, background=background)
+            if rs.enabled
+            else None
+        )
+        shield = Shield(renders=ByteLRU(c.renders_bytes), targets=LRUCache(maxsize=c.targets))
         app[handlers.SERVICE] = Service(
             verifier=Verifier(
                 settings.signing_keys(),
@@ -155,17 +169,21 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
             limits=limits,
             transform_config=tcfg,
             policy=policy,
-            origin=origin,
+            sources=sources,
             workers=workers,
             shield=shield,
             metrics=metrics,
             deadline=settings.transform.timeout,
+            background=background,
+            results=results,
             allowed_prefixes=tuple(settings.origin.allowed_prefixes),
         )
         app[handlers.READINESS] = Readiness(origin, workers)
         try:
             yield
         finally:
+            # Pending result-storage writes get a moment; then the client goes.
+            await background.drain(grace=5.0)
             await origin.close()
             workers.close()
 

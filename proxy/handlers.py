@@ -8,7 +8,8 @@ from aiohttp import web
 from proxy import middlewares
 from proxy.errors import MethodNotAllowed
 from proxy.metrics import Metrics
-from proxy.service import ImageRequest, Readiness, Service
+from proxy.readiness import Readiness
+from proxy.service import ImageRequest, Service
 
 SERVICE = web.AppKey("service", Service)
 READINESS = web.AppKey("readiness", Readiness)
@@ -50,8 +51,7 @@ async def readyz(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     m = request.app[REGISTRY_METRICS]
     service = request.app[SERVICE]
-    shield = service.shield
-    for layer, cache in (("renders", shield.renders), ("originals", shield.originals)):
+    for layer, cache in (("renders", service.shield.renders), ("originals", service.sources.cache)):
         m.cache_bytes.labels(layer).set(cache.nbytes)
         m.cache_entries.labels(layer).set(len(cache))
     m.transforms_in_flight.set(service.workers.running)

@@ -65,4 +65,12 @@ class Metrics:
         self.errors = Counter(
             f"{ns}_errors", "Error responses by category.", ["category"], registry=registry
         )
+        self.result_storage_writes = Counter(
+            f"{ns}_result_storage_writes", "Renders written to result storage, by outcome.",
+            ["outcome"], registry=registry,
+        )  # fmt: skip
+        self.origin_retries = Counter(
+            f"{ns}_origin_retries", "Origin calls retried after a busy or failed answer.",
+            ["action"], registry=registry,
+        )  # fmt: skip
         self.build = Info(f"{ns}_build", "Version of originshield and libvips.", registry=registry)

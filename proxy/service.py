@@ -2,26 +2,37 @@
 
 Imports nothing from aiohttp. The hot path (a render already in cache) is kept to dictionary
 lookups: a raw request target is verified and parsed once, and what that proved (including a
-timed token's expiry, checked on every hit) is remembered under the raw target.
+timed token's expiry, checked on every hit) is remembered under the raw target. A render older
+than ``cache.revalidate_after`` is still served at once while its original is revalidated in
+the background (stale-while-revalidate).
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from cachetools import LRUCache, TTLCache
+from cachetools import LRUCache
 
 from proxy import headers, negotiate, objectkey, options, transform
 from proxy.cache import ByteLRU, SingleFlight
-from proxy.errors import Forbidden, NotFound
+from proxy.errors import Forbidden, NotFound, OriginTimeout, ProxyError
 from proxy.metrics import Metrics
-from proxy.origin import Origin, SourceMeta, SourceObject
+from proxy.results import ResultStorage
 from proxy.signing import Verifier
+from proxy.sources import Original, Sources
+from proxy.tasks import Background
 from proxy.workers import Workers
 
+log = logging.getLogger("originshield")
 RenderKey = tuple[str, str, str]  # object key, canonical options, variant
+# The request deadline trails the transform deadline so that a slow queue answers 503 (retry)
+# and only a slow origin answers 504.
+DEADLINE_MARGIN = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +48,7 @@ class Reply:
     status: int
     headers: dict[str, str]
     body: bytes = b""
-    cache: str = "miss"  # hit, miss, coalesced, revalidated
+    cache: str = "miss"  # hit, stale, miss, coalesced, stored, revalidated
     key: str = ""
     canonical: str = ""
 
@@ -55,42 +66,29 @@ class Target:
 
 
 @dataclass(frozen=True, slots=True)
-class Original:
-    body: bytes
-    meta: SourceMeta
-    fetched_at: float
-
-    @property
-    def nbytes(self) -> int:
-        return len(self.body)
-
-
-@dataclass(frozen=True, slots=True)
 class Render:
     body: bytes
     content_type: str
     etag: str
+    source_etag: str
     modified: float | None
     last_modified: str | None
     vary: bool
-    width: int
-    height: int
+    checked_at: float
 
     @property
     def nbytes(self) -> int:
         return len(self.body) + 512
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Shield:
-    """The caches and coalescing state of one process."""
+    """The per-process caches and coalescing state in front of the transforms."""
 
     renders: ByteLRU[RenderKey, Render]
-    originals: ByteLRU[str, Original]
     targets: LRUCache[str, Target]
-    negative: TTLCache[str, bool] | None
-    render_flight: SingleFlight[RenderKey, Render] = field(default_factory=SingleFlight)
-    fetch_flight: SingleFlight[str, Original] = field(default_factory=SingleFlight)
+    flight: SingleFlight[RenderKey, Render] = field(default_factory=SingleFlight)
+    refreshing: set[RenderKey] = field(default_factory=set)
 
 
 class Service:
@@ -101,11 +99,13 @@ class Service:
         limits: options.Limits,
         transform_config: transform.TransformConfig,
         policy: headers.CachePolicy,
-        origin: Origin,
+        sources: Sources,
         workers: Workers,
         shield: Shield,
         metrics: Metrics,
         deadline: float,
+        background: Background,
+        results: ResultStorage | None = None,
         allowed_prefixes: tuple[str, ...] = (),
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -113,15 +113,17 @@ class Service:
         self.limits = limits
         self.tcfg = transform_config
         self.policy = policy
-        self.origin = origin
+        self.sources = sources
         self.workers = workers
         self.shield = shield
         self.metrics = metrics
         self.deadline = deadline
+        self.background = background
+        self.results = results
         self.allowed_prefixes = allowed_prefixes
         self.clock = clock
 
-    # -- step 1-2: token and options, once per distinct raw target ---------------------------
+    # -- steps 1-2: token and options, once per distinct raw target ---------------------------
     def resolve(self, raw_target: str) -> Target:
         cached = self.shield.targets.get(raw_target)
         if cached is not None:
@@ -131,6 +133,8 @@ class Service:
             return cached
         verified = self.verifier.verify(raw_target)
         key = objectkey.object_key(verified.path, self.allowed_prefixes)
+        if self.results is not None and self.results.owns(key):
+            raise NotFound("not found")
         opts = options.parse(options.split_query(verified.query), self.limits)
         target = Target(
             key=key,
@@ -151,6 +155,10 @@ class Service:
         rkey: RenderKey = (target.key, target.canonical, variant)
         render = self.shield.renders.get(rkey)
         if render is not None:
+            if self.sources.is_stale(render.checked_at):
+                self.metrics.cache_lookups.labels("renders", "stale").inc()
+                self._refresh_later(target, variant, rkey, render)
+                return self._reply(target, render, req, "stale")
             self.metrics.cache_lookups.labels("renders", "hit").inc()
             return self._reply(target, render, req, "hit")
         self.metrics.cache_lookups.labels("renders", "miss").inc()
@@ -158,9 +166,13 @@ class Service:
             early = await self._conditional_without_render(target, variant, req)
             if early is not None:
                 return early
-        render, leader = await self.shield.render_flight.run(
-            rkey, lambda: self._produce(target, variant, rkey)
-        )
+        try:
+            async with asyncio.timeout(self.deadline + DEADLINE_MARGIN):
+                render, leader = await self.shield.flight.run(
+                    rkey, lambda: self._produce(target, variant, rkey)
+                )
+        except TimeoutError:
+            raise OriginTimeout("request deadline exceeded") from None
         if not leader:
             self.metrics.coalesced.labels("render").inc()
         return self._reply(target, render, req, "miss" if leader else "coalesced")
@@ -169,8 +181,7 @@ class Service:
         self, target: Target, variant: str, req: ImageRequest
     ) -> Reply | None:
         """A revalidation with a cold render cache: compare ETags from the source's metadata."""
-        original = self.shield.originals.get(target.key)
-        meta = original.meta if original is not None else await self._stat(target.key)
+        meta = await self.sources.meta(target.key)
         tag = headers.etag(meta.etag, target.canonical, variant)
         if not headers.not_modified(
             if_none_match=req.if_none_match, if_modified_since=None, etag_value=tag,
@@ -181,56 +192,33 @@ class Service:
         out = self._headers(target, tag, modified, target.options.f == "auto")
         return Reply(304, out, cache="revalidated", key=target.key, canonical=target.canonical)
 
-    async def _stat(self, key: str) -> SourceMeta:
-        self._check_negative(key)
-        try:
-            return await self.origin.stat(key)
-        except NotFound:
-            self._remember_missing(key)
-            raise
-
-    def _check_negative(self, key: str) -> None:
-        negative = self.shield.negative
-        if negative is not None and key in negative:
-            self.metrics.cache_lookups.labels("negative", "hit").inc()
-            raise NotFound("not found")
-
-    def _remember_missing(self, key: str) -> None:
-        if self.shield.negative is not None:
-            self.shield.negative[key] = True
-
-    async def _original(self, key: str) -> Original:
-        cached = self.shield.originals.get(key)
-        if cached is not None:
-            self.metrics.cache_lookups.labels("originals", "hit").inc()
-            return cached
-        self.metrics.cache_lookups.labels("originals", "miss").inc()
-        original, leader = await self.shield.fetch_flight.run(key, lambda: self._fetch(key))
-        if not leader:
-            self.metrics.coalesced.labels("origin").inc()
-        return original
-
-    async def _fetch(self, key: str) -> Original:
-        self._check_negative(key)
-        started = time.perf_counter()
-        try:
-            source: SourceObject = await self.origin.fetch(key)
-        except NotFound:
-            self.metrics.origin_requests.labels("not_found").inc()
-            self._remember_missing(key)
-            raise
-        except Exception:
-            self.metrics.origin_requests.labels("error").inc()
-            raise
-        self.metrics.origin_requests.labels("ok").inc()
-        self.metrics.origin_bytes.inc(len(source.body))
-        self.metrics.stage_seconds.labels("origin").observe(time.perf_counter() - started)
-        original = Original(source.body, source.meta, self.clock())
-        self.shield.originals.put(key, original)
-        return original
-
     async def _produce(self, target: Target, variant: str, rkey: RenderKey) -> Render:
-        original = await self._original(target.key)
+        if self.results is not None:
+            stored = await self._from_result_storage(target, variant, rkey)
+            if stored is not None:
+                return stored
+        original = await self.sources.get(target.key)
+        return await self._render(target, variant, rkey, original)
+
+    async def _from_result_storage(
+        self, target: Target, variant: str, rkey: RenderKey
+    ) -> Render | None:
+        assert self.results is not None
+        meta = await self.sources.meta(target.key)
+        key = self.results.key(target.key, meta.etag, target.canonical, variant)
+        found = await self.results.get(key)
+        if found is None:
+            return None
+        body, content_type = found
+        render = self._make_render(
+            target, variant, body, content_type, meta.etag, meta.last_modified
+        )
+        self.shield.renders.put(rkey, render)
+        return render
+
+    async def _render(
+        self, target: Target, variant: str, rkey: RenderKey, original: Original
+    ) -> Render:
         started = time.perf_counter()
         rendered = await self.workers.run(
             self.deadline, transform.render, original.body, target.options, variant, self.tcfg
@@ -238,18 +226,58 @@ class Service:
         self.metrics.stage_seconds.labels("transform").observe(time.perf_counter() - started)
         self.metrics.transforms.labels(rendered.format).inc()
         meta = original.meta
-        render = Render(
-            body=rendered.body,
-            content_type=negotiate.CONTENT_TYPES[rendered.format],
-            etag=headers.etag(meta.etag, target.canonical, variant),
-            modified=meta.last_modified,
-            last_modified=headers.http_date(meta.last_modified) if meta.last_modified else None,
-            vary=negotiate.vary_needed(target.options),
-            width=rendered.width,
-            height=rendered.height,
+        content_type = negotiate.CONTENT_TYPES[rendered.format]
+        render = self._make_render(
+            target, variant, rendered.body, content_type, meta.etag, meta.last_modified
         )
         self.shield.renders.put(rkey, render)
+        if self.results is not None:
+            key = self.results.key(target.key, meta.etag, target.canonical, variant)
+            self.results.put_later(key, rendered.body, content_type)
         return render
+
+    def _make_render(
+        self,
+        target: Target,
+        variant: str,
+        body: bytes,
+        content_type: str,
+        source_etag: str,
+        modified: float | None,
+    ) -> Render:
+        return Render(
+            body=body,
+            content_type=content_type,
+            etag=headers.etag(source_etag, target.canonical, variant),
+            source_etag=source_etag,
+            modified=modified,
+            last_modified=headers.http_date(modified) if modified else None,
+            vary=negotiate.vary_needed(target.options),
+            checked_at=self.clock(),
+        )
+
+    # -- stale-while-revalidate for renders ----------------------------------------------------
+    def _refresh_later(self, target: Target, variant: str, rkey: RenderKey, render: Render) -> None:
+        if rkey in self.shield.refreshing:
+            return
+        self.shield.refreshing.add(rkey)
+        self.background.spawn(self._refresh(target, variant, rkey, render), "render refresh")
+
+    async def _refresh(self, target: Target, variant: str, rkey: RenderKey, render: Render) -> None:
+        try:
+            original = await self.sources.get(target.key)
+            if original.meta.etag == render.source_etag:
+                # Unchanged (or the origin is down and the cached original stands in).
+                kept = dataclasses.replace(render, checked_at=original.checked_at)
+                self.shield.renders.put(rkey, kept)
+            else:
+                await self._render(target, variant, rkey, original)
+        except NotFound:
+            self.shield.renders.pop(rkey)
+        except ProxyError as exc:
+            log.warning("render refresh failed: %s", exc.detail)
+        finally:
+            self.shield.refreshing.discard(rkey)
 
     # -- step 6: headers / 304 -----------------------------------------------------------------
     def _headers(
@@ -281,31 +309,3 @@ class Service:
             return Reply(304, out, cache=cache, key=target.key, canonical=target.canonical)
         out["Content-Type"] = render.content_type
         return Reply(200, out, render.body, cache, target.key, target.canonical)
-
-
-class Readiness:
-    """``/readyz``: origin reachable (checked at most every ``interval`` s), not draining."""
-
-    def __init__(self, origin: Origin, workers: Workers, interval: float = 2.0) -> None:
-        self.origin = origin
-        self.workers = workers
-        self.interval = interval
-        self.draining = False
-        self._checked_at = -interval
-        self._last: str | None = None
-
-    async def problem(self) -> str | None:
-        """None when ready, else a one-line reason."""
-        if self.draining:
-            return "draining"
-        if self.workers.saturated:
-            return "transform queue saturated"
-        now = time.monotonic()
-        if now - self._checked_at >= self.interval:
-            self._checked_at = now
-            try:
-                await self.origin.ping()
-                self._last = None
-            except Exception:  # any failure means not ready; the reason is logged by the caller
-                self._last = "origin unreachable"
-        return self._last

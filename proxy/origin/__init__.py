@@ -17,6 +17,7 @@ class SourceMeta:
     etag: str
     last_modified: float | None  # seconds since the epoch
     size: int
+    content_type: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,9 +27,13 @@ class SourceObject:
 
 
 class Origin(Protocol):
-    async def fetch(self, key: str) -> SourceObject: ...
+    async def fetch(self, key: str, *, if_none_match: str | None = None) -> SourceObject | None:
+        """The object, or None when ``if_none_match`` still matches (not modified)."""
 
     async def stat(self, key: str) -> SourceMeta: ...
+
+    async def put(self, key: str, body: bytes, content_type: str) -> None:
+        """Store an object (result storage)."""
 
     async def ping(self) -> None:
         """Raise if the origin cannot be reached; cheap enough for a readiness probe."""
