@@ -6,6 +6,9 @@ registry are created in ``cleanup_ctx`` and closed there.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import signal
 from collections.abc import AsyncIterator
 from importlib.metadata import PackageNotFoundError, version
 
@@ -30,6 +33,7 @@ from proxy.tasks import Background
 from proxy.workers import Workers
 
 SETTINGS = web.AppKey("settings", Settings)
+log = logging.getLogger("originshield")
 
 
 def _secret(value: object) -> str | None:
@@ -194,3 +198,36 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
 
 def _libvips_version() -> str:
     return ".".join(str(pyvips.version(i)) for i in range(3))
+
+
+async def serve(settings: Settings, host: str, port: int, *, reuse_port: bool = False) -> None:
+    """Serve until SIGTERM/SIGINT, then drain: ``/readyz`` answers 503 at once, the listener
+    closes, in-flight requests get ``server.shutdown_grace`` seconds, then everything closes."""
+    app = create_app(settings)
+    runner = web.AppRunner(
+        app,
+        access_log=None,
+        keepalive_timeout=settings.server.keepalive_timeout,
+        shutdown_timeout=settings.server.shutdown_grace,
+        handle_signals=False,
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None, backlog=1024)
+    await site.start()
+    log.info("listening on %s:%d", host, port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    app[handlers.READINESS].draining = True
+    if settings.server.drain_delay:
+        log.info("draining: /readyz is 503, serving %.0fs more", settings.server.drain_delay)
+        await asyncio.sleep(settings.server.drain_delay)
+    log.info("draining: finishing in-flight requests")
+    await runner.cleanup()
+    log.info("stopped")
+
+
+def run(settings: Settings, host: str, port: int, *, reuse_port: bool = False) -> None:
+    asyncio.run(serve(settings, host, port, reuse_port=reuse_port))

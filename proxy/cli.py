@@ -74,27 +74,20 @@ def _development_banner(settings: Settings, host: str, port: int) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from aiohttp import web
-
-    from proxy import logs
-    from proxy.app import create_app
+    from proxy import app, logs
 
     settings = _settings(args.config)
     host = args.host or settings.server.host
     port = args.port if args.port is not None else settings.server.port
+    workers = args.workers or settings.server.workers
     logs.setup(settings.log.level, settings.log.format)
     if settings.development:
         _development_banner(settings, host, port)
-    web.run_app(
-        create_app(settings),
-        host=host,
-        port=port,
-        access_log=None,
-        keepalive_timeout=settings.server.keepalive_timeout,
-        shutdown_timeout=settings.server.shutdown_grace,
-        handle_signals=True,
-        print=None,
-    )
+    if workers > 1:
+        from proxy.supervisor import run_workers
+
+        return run_workers(workers, args.config, host, port)
+    app.run(settings, host, port)
     return 0
 
 
@@ -121,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", help="TOML config file (default: built-in defaults)")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
+    serve.add_argument(
+        "--workers", type=int, help="processes sharing the port (default: server.workers)"
+    )
     serve.set_defaults(func=cmd_serve)
     sign = sub.add_parser("sign", help="print a signed path and query")
     sign.add_argument("--config")

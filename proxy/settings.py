@@ -47,6 +47,8 @@ class ServerSettings(_Section):
     # Cloudflare keeps idle origin connections up to 900 s; closing earlier races its reuse.
     keepalive_timeout: Annotated[float, Field(gt=900)] = 960.0
     shutdown_grace: Annotated[float, Field(ge=0)] = 25.0
+    # Seconds between SIGTERM and closing the listener, answering /readyz with 503 meanwhile.
+    drain_delay: Annotated[float, Field(ge=0, le=300)] = 0.0
     workers: Annotated[int, Field(ge=1, le=256)] = 1
     max_url_length: Annotated[int, Field(ge=256, le=65536)] = 4096
     max_field_size: Annotated[int, Field(ge=1024, le=65536)] = 8190

@@ -1,0 +1,113 @@
+"""The server process: graceful shutdown on SIGTERM and several workers on one port."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from proxy.signing import Signer
+from tests import images
+from tests.conftest import KEY
+from tests.faults import FaultProxy
+from tests.test_cli import ROOT, free_port
+
+
+@pytest.fixture
+async def proxy(s3_server: str) -> AsyncIterator[FaultProxy]:
+    fp = FaultProxy(s3_server)
+    await fp.start()
+    yield fp
+    await fp.close()
+
+
+async def start_server(
+    tmp_path: Path, proxy: FaultProxy, bucket_name: str, *args: str, **env: str
+) -> tuple[asyncio.subprocess.Process, int]:
+    port = free_port()
+    config = tmp_path / "c.toml"
+    config.write_text(
+        f'[origin]\nkind = "s3"\nendpoint_url = "{proxy.url}"\nbucket = "{bucket_name}"\n'
+        'region = "us-east-1"\n'
+    )
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("ORIGINSHIELD_", "AWS_"))}
+    full_env.update(
+        PYTHONPATH=str(ROOT),
+        ORIGINSHIELD_SIGNING__KEYS=KEY,
+        ORIGINSHIELD_ORIGIN__ACCESS_KEY_ID="testing",
+        ORIGINSHIELD_ORIGIN__SECRET_ACCESS_KEY="testing",
+        **{f"ORIGINSHIELD_{k.upper()}": v for k, v in env.items()},
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "proxy", "serve", "--config", str(config), "--port", str(port),
+        *args, env=full_env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    async with aiohttp.ClientSession() as session:
+        for _ in range(300):
+            try:
+                async with session.get(f"http://127.0.0.1:{port}/healthz") as r:
+                    if r.status == 200:
+                        return proc, port
+            except aiohttp.ClientError:
+                await asyncio.sleep(0.1)
+    proc.kill()
+    raise AssertionError("server did not start")
+
+
+async def test_sigterm_drains_and_finishes_in_flight(
+    tmp_path: Path, proxy: FaultProxy, bucket: tuple[str, Any], signer: Signer
+) -> None:
+    name, s3 = bucket
+    s3.put_object(Bucket=name, Key="a.jpg", Body=images.jpeg(images.photo(800, 600)))
+    proc, port = await start_server(
+        tmp_path, proxy, name, server__drain_delay="1", server__shutdown_grace="10",
+        log__access="false",
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    proxy.delay = 1.5  # every origin fetch is slow: requests are in flight when SIGTERM lands
+    async with aiohttp.ClientSession() as session:
+
+        async def get(path: str) -> tuple[int, int]:
+            async with session.get(base + path) as r:
+                return r.status, len(await r.read())
+
+        inflight = [asyncio.ensure_future(get(signer.url("a.jpg", w=100 + i))) for i in range(5)]
+        await asyncio.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.sleep(0.2)
+        async with session.get(base + "/readyz") as r:
+            assert r.status == 503
+            assert (await r.text()).strip() == "not ready: draining"
+        results = await asyncio.wait_for(asyncio.gather(*inflight), 30)
+    assert all(status == 200 and size > 0 for status, size in results), results
+    assert await asyncio.wait_for(proc.wait(), 30) == 0
+
+
+async def test_workers_share_one_port(
+    tmp_path: Path, proxy: FaultProxy, bucket: tuple[str, Any], signer: Signer
+) -> None:
+    name, s3 = bucket
+    s3.put_object(Bucket=name, Key="a.jpg", Body=images.jpeg(images.photo(400, 300)))
+    proc, port = await start_server(tmp_path, proxy, name, "--workers", "2", log__access="false")
+    children = [
+        pid
+        for pid in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        if "resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_text()
+    ]
+    assert len(children) == 2
+    url = f"http://127.0.0.1:{port}{signer.url('a.jpg', w=50)}"
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
+        for _ in range(20):
+            async with session.get(url) as r:
+                assert r.status == 200
+    proc.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(proc.wait(), 30) == 0
+    for pid in children:
+        assert not Path(f"/proc/{pid}").exists()
