@@ -23,6 +23,7 @@ from proxy.metrics import Metrics
 from proxy.origin import Origin
 from proxy.origin.local import LocalOrigin
 from proxy.origin.s3 import S3Origin
+from proxy.originlock import OriginLock, parse_networks
 from proxy.readiness import Readiness
 from proxy.results import ResultStorage
 from proxy.service import Service, Shield
@@ -110,9 +111,11 @@ def policy_from(settings: Settings) -> headers.CachePolicy:
     )
 
 
-def configure_libvips() -> None:
-    # Loaders libvips marks untrusted (matload, magick, …) must never see internet input.
+def configure_libvips(settings: Settings) -> None:
+    # Loaders libvips marks untrusted (magick, matload, svgload, …) must never see internet input.
     pyvips.block_untrusted_set(True)
+    # SVG only when the operator turned it on; the svg module vets every document first.
+    pyvips.operation_block_set("VipsForeignLoadSvg", "svg" not in settings.transform.source_formats)
     # Each render decodes a different source; the operation cache only holds memory.
     pyvips.cache_set_max(0)
 
@@ -126,9 +129,10 @@ def _package_version() -> str:
 
 def create_app(settings: Settings, *, registry: CollectorRegistry | None = None) -> web.Application:
     app = web.Application(
-        middlewares=[middlewares.observe, middlewares.errors],
+        middlewares=[middlewares.observe, middlewares.errors, middlewares.guard],
         handler_args={
-            "max_line_size": settings.server.max_url_length,
+            # The URL limit itself is enforced by the guard middleware with a clean 414.
+            "max_line_size": max(8190, settings.server.max_url_length + 1024),
             "max_field_size": settings.server.max_field_size,
         },
     )
@@ -136,6 +140,14 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
     policy = policy_from(settings)
     app[middlewares.POLICY] = policy
     app[middlewares.ACCESS_LOG] = settings.log.access
+    app[middlewares.MAX_URL] = settings.server.max_url_length
+    lock = settings.origin_lock
+    if lock.enabled:
+        app[middlewares.LOCK] = OriginLock(
+            header=lock.header,
+            secrets=[s.get_secret_value() for s in lock.secrets],
+            networks=parse_networks(lock.cloudflare_ranges) if lock.cloudflare_ips_only else None,
+        )
     metrics = Metrics(registry if registry is not None else CollectorRegistry())
     metrics.build.info({"version": _package_version(), "libvips": _libvips_version()})
     app[middlewares.METRICS] = metrics
@@ -144,7 +156,7 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
     tcfg = transform_config_from(settings)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        configure_libvips()
+        configure_libvips(settings)
         origin = await build_origin(settings, metrics)
         workers = Workers(settings.transform.concurrency, settings.transform.queue)
         background = Background()

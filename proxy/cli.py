@@ -105,6 +105,49 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+CLOUDFLARE_SOURCES = ("https://www.cloudflare.com/ips-v4", "https://www.cloudflare.com/ips-v6")
+
+
+def cmd_cloudflare_ranges(args: argparse.Namespace) -> int:
+    """Fetch Cloudflare's published ranges and write them, one per line, for the origin lock."""
+    import ipaddress
+    import os
+    import tempfile
+    import urllib.request
+
+    ranges: list[str] = []
+    for url in args.source or CLOUDFLARE_SOURCES:
+        if not url.startswith(("https://", "http://")):
+            print(f"originshield: not an http(s) URL: {url}", file=sys.stderr)
+            return 2
+        try:
+            with urllib.request.urlopen(url, timeout=20) as resp:  # noqa: S310
+                text = resp.read(1_000_000).decode("utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            print(f"originshield: cannot fetch {url}: {exc}", file=sys.stderr)
+            return 1
+        for line in text.split():
+            try:
+                ranges.append(str(ipaddress.ip_network(line.strip(), strict=False)))
+            except ValueError:
+                print(f"originshield: {url} returned {line[:60]!r}, not a range", file=sys.stderr)
+                return 1
+    if not ranges:
+        print("originshield: no ranges received; keeping the current file", file=sys.stderr)
+        return 1
+    body = "# Cloudflare's published address ranges (https://www.cloudflare.com/ips/).\n"
+    body += "".join(f"{r}\n" for r in ranges)
+    if args.output == "-":
+        sys.stdout.write(body)
+        return 0
+    target = Path(args.output)
+    with tempfile.NamedTemporaryFile("w", dir=target.parent or ".", delete=False) as tmp:
+        tmp.write(body)
+    os.replace(tmp.name, target)
+    print(f"wrote {len(ranges)} ranges to {target}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="originshield", description="Image origin shield: signed URLs, resizing, caching."
@@ -129,6 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate the config and print it, masked")
     check.add_argument("--config")
     check.set_defaults(func=cmd_check_config)
+    ranges = sub.add_parser("cloudflare-ranges", help="refresh Cloudflare's IP ranges file")
+    ranges.add_argument("--output", default="config/cloudflare-ips.txt", help="file, or - ")
+    ranges.add_argument("--source", action="append", help="URL to read (repeatable)")
+    ranges.set_defaults(func=cmd_cloudflare_ranges)
     return parser
 
 

@@ -8,14 +8,17 @@ not a ``ProxyError`` becomes a 500 with a generic line and the detail goes to th
 
     ProxyError
     ├── BadRequest                400  malformed or unknown parameters, bad key
-    │   └── LimitExceeded         400  output size above the configured limits
-    ├── Forbidden                 403  token missing, wrong, expired, or origin lock
+    │   ├── LimitExceeded         400  output size above the configured limits
+    │   └── UriTooLong            414  request target above server.max_url_length
+    ├── Forbidden                 403  token missing, wrong, expired
+    │   └── Locked                403  did not come through Cloudflare (origin lock)
     ├── NotFound                  404  no such object in the bucket
     ├── MethodNotAllowed          405  anything but GET/HEAD
     ├── SourceTooLarge            413  object or pixel count above the limits
     ├── UnsupportedFormat         415  source format not on the allowlist
     ├── UndecodableImage          422  corrupt, truncated, not an image
     ├── Overloaded                503  queue full or transform deadline (Retry-After)
+    │   └── TransformTimeout      503  a transform cancelled at its deadline
     ├── OriginError               502  the bucket answered with an error
     └── OriginTimeout             504  the bucket did not answer in time
 """
@@ -44,9 +47,18 @@ class LimitExceeded(BadRequest):
     category = "limits"
 
 
+class UriTooLong(BadRequest):
+    status = 414
+    category = "limits"
+
+
 class Forbidden(ProxyError):
     status = 403
     category = "signature"
+
+
+class Locked(Forbidden):
+    category = "origin_lock"
 
 
 class NotFound(ProxyError):
@@ -82,6 +94,10 @@ class Overloaded(ProxyError):
     def __init__(self, public: str, *, retry_after: int = 1, detail: str | None = None) -> None:
         super().__init__(public, detail=detail)
         self.retry_after = retry_after
+
+
+class TransformTimeout(Overloaded):
+    category = "timeout"
 
 
 class OriginError(ProxyError):

@@ -10,9 +10,10 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from proxy import headers
-from proxy.errors import Overloaded, ProxyError
+from proxy.errors import Locked, Overloaded, ProxyError, UriTooLong
 from proxy.logs import ACCESS
 from proxy.metrics import Metrics
+from proxy.originlock import OriginLock
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 log = logging.getLogger("originshield")
@@ -25,6 +26,17 @@ CACHE_RESULT = web.RequestKey("cache_result", str)
 OBJECT_KEY = web.RequestKey("object_key", str)
 CANONICAL = web.RequestKey("canonical", str)
 TRUSTED_IP = web.RequestKey("trusted_client_ip", str)
+LOCK = web.AppKey("origin_lock", OriginLock)
+MAX_URL = web.AppKey("max_url_length", int)
+# Error categories counted as rejections, and the reason label each one gets.
+REJECTIONS = {
+    "signature": "signature",
+    "params": "params",
+    "limits": "limits",
+    "overload": "overload",
+    "timeout": "overload",
+    "origin_lock": "origin_lock",
+}
 
 
 def _route(request: web.Request) -> str:
@@ -93,7 +105,11 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except ProxyError as err:
-        request.app[METRICS].errors.labels(err.category).inc()
+        metrics = request.app[METRICS]
+        metrics.errors.labels(err.category).inc()
+        reason = REJECTIONS.get(err.category)
+        if reason is not None:
+            metrics.rejections.labels(reason).inc()
         if err.status >= 500 or err.detail != err.public:
             log.warning(
                 "%s", err.public,
@@ -115,6 +131,23 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return web.Response(
             status=500, text="internal error\n", headers={"Cache-Control": headers.NO_STORE}
         )
+
+
+@web.middleware
+async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Checks before the image route: URL length, then the origin lock (probes are exempt)."""
+    if _route(request) != "image":
+        return await handler(request)
+    if len(request.raw_path) > request.app[MAX_URL]:
+        raise UriTooLong("URL too long")
+    lock = request.app.get(LOCK)
+    if lock is not None:
+        if not lock.admits(request.remote, request.headers.get(lock.header or "")):
+            raise Locked("forbidden")
+        trusted = OriginLock.client_ip(request.headers.get("CF-Connecting-IP"), request.remote)
+        if trusted is not None:
+            request[TRUSTED_IP] = trusted
+    return await handler(request)
 
 
 def _allow(exc: web.HTTPException) -> dict[str, str]:

@@ -220,8 +220,16 @@ class Service:
         self, target: Target, variant: str, rkey: RenderKey, original: Original
     ) -> Render:
         started = time.perf_counter()
+        # One deadline for waiting and working: libvips cancels itself when it passes.
+        cancel_at = time.monotonic() + self.deadline
         rendered = await self.workers.run(
-            self.deadline, transform.render, original.body, target.options, variant, self.tcfg
+            self.deadline,
+            transform.render,
+            original.body,
+            target.options,
+            variant,
+            self.tcfg,
+            cancel_at,
         )
         self.metrics.stage_seconds.labels("transform").observe(time.perf_counter() - started)
         self.metrics.transforms.labels(rendered.format).inc()

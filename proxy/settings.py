@@ -8,6 +8,7 @@ naming the key.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -145,6 +146,9 @@ class OriginLockSettings(_Section):
     secrets: list[SecretStr] = Field(default_factory=list)
     secrets_file: str = ""
     cloudflare_ips_only: bool = False
+    # One range per line; relative paths are taken from the config file's folder.
+    cloudflare_ranges_file: str = ""
+    # Inline ranges; when empty they are read from cloudflare_ranges_file.
     cloudflare_ranges: list[str] = Field(default_factory=list)
 
 
@@ -210,12 +214,18 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _read_secret_file(path: str, where: str) -> list[str]:
+def _read_lines(path: str, where: str) -> list[str]:
+    """Non-empty lines without ``#`` comments."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(f"{where}: cannot read secrets file ({exc.strerror})") from None
-    return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+        raise ConfigError(f"{where}: cannot read {path} ({exc.strerror})") from None
+    lines = (line.split("#", 1)[0].strip() for line in text.splitlines())
+    return [line for line in lines if line]
+
+
+def _read_secret_file(path: str, where: str) -> list[str]:
+    return _read_lines(path, where)
 
 
 def _load_secret_files(data: dict[str, dict[str, Any]]) -> None:
@@ -230,6 +240,12 @@ def _load_secret_files(data: dict[str, dict[str, Any]]) -> None:
             sect[key] = values
         elif values:
             sect[key] = values[0]
+
+
+def _resolve_paths(data: dict[str, Any], base: Path) -> None:
+    lock = data.get("origin_lock")
+    if isinstance(lock, dict) and lock.get("cloudflare_ranges_file"):
+        lock["cloudflare_ranges_file"] = str(base / str(lock["cloudflare_ranges_file"]))
 
 
 def load_settings(
@@ -268,6 +284,7 @@ def load_settings(
             raise ConfigError(f"{section}: must be a table")
         existing.update(values)
     _load_secret_files(data)
+    _resolve_paths(data, Path(path).parent if path is not None else Path.cwd())
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:
@@ -305,6 +322,32 @@ def _finish(settings: Settings, *, from_file: bool) -> Settings:
             raise ConfigError(
                 "origin.secret_access_key: set both access_key_id and secret_access_key, or neither"
             )
+    lock = settings.origin_lock
+    if lock.enabled and not lock.secrets and not lock.cloudflare_ips_only:
+        raise ConfigError(
+            "origin_lock.secrets: the lock needs ORIGINSHIELD_ORIGIN_LOCK__SECRETS "
+            "and/or cloudflare_ips_only = true"
+        )
+    if lock.enabled and lock.cloudflare_ips_only:
+        ranges = lock.cloudflare_ranges
+        if not ranges:
+            if not lock.cloudflare_ranges_file:
+                raise ConfigError(
+                    "origin_lock.cloudflare_ranges_file: required with cloudflare_ips_only"
+                )
+            ranges = _read_lines(lock.cloudflare_ranges_file, "origin_lock.cloudflare_ranges_file")
+        for item in ranges:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ConfigError(
+                    f"origin_lock.cloudflare_ranges: {item!r} is not a network"
+                ) from None
+        if not ranges:
+            raise ConfigError("origin_lock.cloudflare_ranges: the list is empty")
+        settings = settings.model_copy(
+            update={"origin_lock": lock.model_copy(update={"cloudflare_ranges": ranges})}
+        )
     if settings.metrics.port and settings.metrics.port == settings.server.port:
         raise ConfigError("metrics.port: must differ from server.port (0 serves on the main port)")
     return settings

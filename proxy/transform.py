@@ -10,14 +10,21 @@ via ``thumbnail_buffer`` (orientation applied, colour managed to sRGB), run ``PI
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import pyvips
 
-from proxy import negotiate
-from proxy.errors import LimitExceeded, SourceTooLarge, UndecodableImage, UnsupportedFormat
+from proxy import negotiate, svg
+from proxy.errors import (
+    LimitExceeded,
+    SourceTooLarge,
+    TransformTimeout,
+    UndecodableImage,
+    UnsupportedFormat,
+)
 from proxy.options import TransformOptions
 
 Image = Any  # pyvips.Image has no type information
@@ -96,7 +103,8 @@ def sniff(data: bytes) -> str | None:
         return "gif"
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "webp"
-    if head[:4] in (b"II*\x00", b"MM\x00*"):
+    # Classic TIFF and BigTIFF, both byte orders.
+    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
         return "tiff"
     if head[4:8] == b"ftyp":
         box = int.from_bytes(head[:4], "big")
@@ -106,13 +114,16 @@ def sniff(data: bytes) -> str | None:
         if brands & {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1"}:
             return "heif"
         return None
-    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
-    if head.startswith(b"\x1f\x8b") or text.startswith((b"<?xml", b"<svg", b"<!doctype svg")):
+    if head.startswith(b"\x1f\x8b"):
+        return "svg"  # svgz; checked and decompressed by the svg module
+    text = data[:4096].lstrip(b"\xef\xbb\xbf \t\r\n")
+    if text.startswith(b"<") and b"<svg" in text:
         return "svg"
     return None
 
 
-def _check_format(data: bytes, cfg: TransformConfig) -> str:
+def admit(data: bytes, cfg: TransformConfig) -> tuple[str, bytes]:
+    """(format, the bytes to decode): by magic bytes against the allowlist."""
     if not data:
         raise UndecodableImage("source is empty")
     fmt = sniff(data)
@@ -120,12 +131,13 @@ def _check_format(data: bytes, cfg: TransformConfig) -> str:
         raise UndecodableImage("source is not a recognised image")
     if fmt not in cfg.source_formats:
         raise UnsupportedFormat(f"source format {fmt} is not allowed")
-    return fmt
+    if fmt == "svg":
+        data = svg.checked(data)
+    return fmt, data
 
 
-def probe(data: bytes, cfg: TransformConfig) -> SourceInfo:
+def probe(data: bytes, fmt: str, cfg: TransformConfig) -> SourceInfo:
     """Read the header only and enforce the source limits before decoding pixels."""
-    fmt = _check_format(data, cfg)
     try:
         header = pyvips.Image.new_from_buffer(data, "", access="sequential")
         width, height = header.width, header.height
@@ -246,13 +258,12 @@ def load(data: bytes, p: Plan, cfg: TransformConfig) -> Image:
     kwargs: dict[str, Any] = {
         "height": p.resize[1],
         "size": "force",
-        "fail_on": cfg.fail_on,
         # Converts from the embedded profile (or the built-in CMYK one) to sRGB; images with
         # no profile are taken as sRGB already.
         "export_profile": "srgb",
     }
-    if p.animated:
-        kwargs["option_string"] = "n=-1"
+    # Loader options only reach the loader through option_string.
+    kwargs["option_string"] = f"fail_on={cfg.fail_on}" + (",n=-1" if p.animated else "")
     if p.smart_crop and p.crop is not None:
         # libvips resizes to cover the box, then picks the most interesting window itself.
         kwargs.update(height=p.crop[3], size="both", crop="attention")
@@ -363,17 +374,38 @@ def encode(image: Image, p: Plan, cfg: TransformConfig) -> bytes:
     return bytes(data)
 
 
+def _cancel_at(image: Image, deadline: float) -> None:
+    """Let libvips abandon the evaluation once the deadline has passed, freeing the thread."""
+    image.set_progress(True)
+
+    def on_eval(img: Image, progress: object) -> None:
+        if time.monotonic() > deadline:
+            img.set_kill(True)
+
+    image.signal_connect("eval", on_eval)
+
+
 def render(
-    data: bytes, opts: TransformOptions, variant_class: str, cfg: TransformConfig
+    data: bytes,
+    opts: TransformOptions,
+    variant_class: str,
+    cfg: TransformConfig,
+    deadline: float | None = None,
 ) -> Rendered:
-    info = probe(data, cfg)
+    """``deadline`` is a ``time.monotonic()`` value; past it the work is cancelled (503)."""
+    fmt, data = admit(data, cfg)
+    info = probe(data, fmt, cfg)
     p = plan(info, opts, variant_class, cfg)
     try:
         image = load(data, p, cfg)
         for step in PIPELINE:
             image = step(image, p)
+        if deadline is not None:
+            _cancel_at(image, deadline)
         body = encode(image, p, cfg)
     except pyvips.Error as exc:
+        if deadline is not None and time.monotonic() > deadline:
+            raise TransformTimeout("transform took too long", retry_after=2) from None
         raise UndecodableImage("source image could not be decoded", detail=str(exc)) from None
     count, frame_height = _frames(image) if p.animated else (1, image.height)
     return Rendered(body, p.format, image.width, frame_height, count)

@@ -37,7 +37,8 @@ from proxy.origin import SourceMeta, SourceObject
 log = logging.getLogger("originshield.origin")
 T = TypeVar("T")
 _CHUNK = 256 * 1024
-_NOT_FOUND = frozenset({"NoSuchKey", "404", "NotFound", "NoSuchBucket"})
+# A missing bucket is a configuration error (502, logged), not a missing image.
+_NOT_FOUND = frozenset({"NoSuchKey", "404", "NotFound"})
 _RETRY_CODES = frozenset(
     {"SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout", "TooManyRequests"}
 )
