@@ -3,8 +3,9 @@
 Pure. librsvg (behind libvips' svgload) already refuses most external loads for an in-memory
 document, but an origin must not depend on a renderer's defaults: the document is checked here
 first. Refused: DTDs and entities (entity expansion, XXE), XInclude, ``<script>``,
-``<foreignObject>``, any reference that is not a fragment (``#id``) or an inline ``data:image/...`` URI (files, network,
-external stylesheets), and documents (or gzip-compressed documents) above the size cap.
+``<foreignObject>``, any reference that is not a fragment (``#id``) or an inline
+``data:image/...`` URI (files, network, external stylesheets), documents (or gzip-compressed
+documents) above the size cap, and ``<use>`` chains that would expand to too many elements.
 """
 
 from __future__ import annotations

@@ -136,8 +136,17 @@ def admit(data: bytes, cfg: TransformConfig) -> tuple[str, bytes]:
     return fmt, data
 
 
+def _gif_screen(data: bytes) -> tuple[int, int]:
+    """The logical screen a GIF declares (libvips reports the frames; decoders may allocate it)."""
+    return int.from_bytes(data[6:8], "little"), int.from_bytes(data[8:10], "little")
+
+
 def probe(data: bytes, fmt: str, cfg: TransformConfig) -> SourceInfo:
     """Read the header only and enforce the source limits before decoding pixels."""
+    if fmt == "gif":
+        screen_w, screen_h = _gif_screen(data)
+        if screen_w * screen_h > cfg.max_source_pixels:
+            raise SourceTooLarge(f"source image declares {screen_w}x{screen_h} pixels")
     try:
         header = pyvips.Image.new_from_buffer(data, "", access="sequential")
         width, height = header.width, header.height

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import boto3
@@ -12,10 +12,12 @@ import pytest
 from aiohttp.test_utils import TestClient
 from moto.server import ThreadedMotoServer
 from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.app import create_app
 from proxy.settings import Settings, load_settings
 from proxy.signing import Signer
+from tests.faults import FaultProxy
 
 KEY = "test-signing-key-0123456789abcdef"
 OLD_KEY = "old-signing-key-0123456789abcdef"
@@ -111,3 +113,38 @@ def put(bucket: tuple[str, Any]) -> Callable[[str, bytes], None]:
 @pytest.fixture
 async def client(make_client: ClientFactory) -> TestClient[Any, Any]:
     return await make_client()
+
+
+@pytest.fixture
+async def proxy(s3_server: str) -> AsyncIterator[FaultProxy]:
+    """A counting, fault-injecting proxy in front of the S3-protocol server."""
+    fp = FaultProxy(s3_server)
+    await fp.start()
+    yield fp
+    await fp.close()
+
+
+@pytest.fixture
+def make(
+    aiohttp_client: Callable[..., Awaitable[TestClient[Any, Any]]],
+    bucket: tuple[str, Any],
+    proxy: FaultProxy,
+) -> ClientFactory:
+    """Like ``make_client``, with the bucket reached through ``proxy``."""
+
+    async def factory(**extra: str) -> TestClient[Any, Any]:
+        settings = load_settings(None, s3_env(proxy.url, bucket[0], **extra))
+        return await aiohttp_client(create_app(settings, registry=CollectorRegistry()))
+
+    return factory
+
+
+async def metric(client: TestClient[Any, Any], name: str, **labels: str) -> float:
+    """Sum of the samples of one metric (matching the given labels) from /metrics."""
+    text = await (await client.get("/metrics")).text()
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                total += sample.value
+    return total

@@ -6,26 +6,16 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 
 from proxy.signing import Signer
 from tests import images
 from tests.conftest import KEY
 from tests.faults import FaultProxy
 from tests.test_cli import ROOT, free_port
-
-
-@pytest.fixture
-async def proxy(s3_server: str) -> AsyncIterator[FaultProxy]:
-    fp = FaultProxy(s3_server)
-    await fp.start()
-    yield fp
-    await fp.close()
 
 
 async def start_server(

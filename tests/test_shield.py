@@ -5,50 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
-from prometheus_client import CollectorRegistry
-from prometheus_client.parser import text_string_to_metric_families
 
-from proxy.app import create_app
-from proxy.settings import load_settings
 from proxy.signing import Signer
 from tests import images
-from tests.conftest import s3_env
+from tests.conftest import metric
 from tests.faults import FaultProxy
 
 Put = Callable[[str, bytes], None]
-
-
-@pytest.fixture
-async def proxy(s3_server: str) -> AsyncIterator[FaultProxy]:
-    fp = FaultProxy(s3_server)
-    await fp.start()
-    yield fp
-    await fp.close()
-
-
-@pytest.fixture
-def make(aiohttp_client: Any, bucket: tuple[str, Any], proxy: FaultProxy) -> Callable[..., Any]:
-    async def factory(**extra: str) -> TestClient[Any, Any]:
-        env = s3_env(proxy.url, bucket[0], **extra)
-        settings = load_settings(None, env)
-        return await aiohttp_client(create_app(settings, registry=CollectorRegistry()))
-
-    return factory
-
-
-async def metric(client: TestClient[Any, Any], name: str, **labels: str) -> float:
-    text = await (await client.get("/metrics")).text()
-    total = 0.0
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                total += sample.value
-    return total
 
 
 @pytest.fixture
