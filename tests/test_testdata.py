@@ -77,3 +77,85 @@ async def test_every_file_renders(local_client: Any, name: str, fmt: str) -> Non
                - round(src_h * width / src_w)) <= 1  # fmt: skip
     assert out.format == "uchar"
     assert out.interpretation in ("srgb", "b-w")
+
+
+HARMLESS = {
+    "broken-exif.jpg",
+    "invalid-quantization.jpg",
+    "bomb-gif-frame-extents.gif",
+    "bomb-png-ztxt.png",
+    "junk-before-soi.jpg",
+    "fuzz-crash-tiff-0c7e0e8e.tif",
+}
+RSS_LIMIT_KB = 1024 * 1024
+
+
+@pytest.mark.parametrize("formats", ["", "jpeg,png,webp,avif,gif,tiff,svg"])
+async def test_bad_corpus_gets_4xx_and_the_server_stays_healthy(
+    tmp_path: Path, formats: str
+) -> None:
+    """Every hostile file: a 4xx within 2 s (six harmless ones may render); RSS stays bounded."""
+    import asyncio
+    import signal
+    import sys
+    import time
+
+    import aiohttp
+
+    from tests.test_cli import ROOT as REPO
+    from tests.test_cli import free_port
+
+    assert ROOT is not None
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ORIGINSHIELD_", "AWS_"))}
+    env.update(
+        PYTHONPATH=str(REPO),
+        ORIGINSHIELD_ORIGIN__ROOT=str(ROOT),
+        ORIGINSHIELD_SIGNING__KEYS="testdata-key-0123456789",
+        ORIGINSHIELD_SIGNING__REQUIRED="false",
+        ORIGINSHIELD_LOG__ACCESS="false",
+    )
+    if formats:
+        env["ORIGINSHIELD_TRANSFORM__SOURCE_FORMATS"] = formats
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "proxy", "serve", "--port", str(port), env=env,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as session:
+            for _ in range(300):
+                try:
+                    async with session.get(base + "/healthz") as r:
+                        if r.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    await asyncio.sleep(0.1)
+            failures = []
+            for name in _files("bad"):
+                started = time.monotonic()
+                timeout = aiohttp.ClientTimeout(total=2.0)
+                async with session.get(f"{base}/{name}?w=300&f=webp", timeout=timeout) as r:
+                    body = await r.read()
+                    status = r.status
+                elapsed = time.monotonic() - started
+                file = Path(name).name
+                harmless = file in HARMLESS or (formats and file == "svg-too-big-32768x1.svg")
+                if status == 200 and harmless:
+                    out = pyvips.Image.new_from_buffer(body, "")
+                    assert out.width <= 300
+                elif not 400 <= status < 500:
+                    failures.append((name, status))
+                assert elapsed < 2.0, (name, elapsed)
+            assert not failures, failures
+            async with session.get(base + "/healthz") as r:
+                assert r.status == 200
+            ok = f"{base}/photos/cardinal-bird-1920x1080.jpg?w=300&f=webp"
+            async with session.get(ok) as r:
+                assert r.status == 200
+        status_text = Path(f"/proc/{proc.pid}/status").read_text()
+        peak_kb = int(status_text.split("VmHWM:")[1].split()[0])
+        assert peak_kb < RSS_LIMIT_KB, peak_kb
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.wait(), 30)
