@@ -9,15 +9,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from importlib.metadata import PackageNotFoundError, version
 
-import pyvips
 from aiohttp import web
 from cachetools import LRUCache, TTLCache
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest, multiprocess
 
-from proxy import handlers, headers, middlewares, options, transform
+from proxy import handlers, headers, libvips, middlewares, options, timing, transform
 from proxy.cache import ByteLRU
 from proxy.metrics import Metrics
 from proxy.origin import Origin
@@ -111,15 +110,6 @@ def policy_from(settings: Settings) -> headers.CachePolicy:
     )
 
 
-def configure_libvips(settings: Settings) -> None:
-    # Loaders libvips marks untrusted (magick, matload, svgload, …) must never see internet input.
-    pyvips.block_untrusted_set(True)
-    # SVG only when the operator turned it on; the svg module vets every document first.
-    pyvips.operation_block_set("VipsForeignLoadSvg", "svg" not in settings.transform.source_formats)
-    # Each render decodes a different source; the operation cache only holds memory.
-    pyvips.cache_set_max(0)
-
-
 def _package_version() -> str:
     try:
         return version("originshield")
@@ -127,7 +117,25 @@ def _package_version() -> str:
         return "0+unknown"
 
 
-def create_app(settings: Settings, *, registry: CollectorRegistry | None = None) -> web.Application:
+def _exposition(metrics: Metrics, multiprocess_dir: str | None) -> Callable[[], bytes]:
+    if multiprocess_dir is None:
+        return lambda: generate_latest(metrics.registry)
+
+    def collect_all() -> bytes:
+        # Every process writes its values to files in the shared folder; read them all.
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=multiprocess_dir)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)
+
+    return collect_all
+
+
+def create_app(
+    settings: Settings,
+    *,
+    registry: CollectorRegistry | None = None,
+    multiprocess_dir: str | None = None,
+) -> web.Application:
     app = web.Application(
         middlewares=[middlewares.observe, middlewares.errors, middlewares.guard],
         handler_args={
@@ -149,16 +157,22 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
             networks=parse_networks(lock.cloudflare_ranges) if lock.cloudflare_ips_only else None,
         )
     metrics = Metrics(registry if registry is not None else CollectorRegistry())
-    metrics.build.info({"version": _package_version(), "libvips": _libvips_version()})
+    metrics.build.labels(_package_version(), libvips.version()).set(1)
     app[middlewares.METRICS] = metrics
-    app[handlers.REGISTRY_METRICS] = metrics
+    app[handlers.EXPOSITION] = _exposition(metrics, multiprocess_dir)
+    app[handlers.METRICS_NETWORKS] = parse_networks(settings.metrics.allowed_networks)
     limits = limits_from(settings)
     tcfg = transform_config_from(settings)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        configure_libvips(settings)
+        libvips.configure(svg_enabled="svg" in settings.transform.source_formats)
         origin = await build_origin(settings, metrics)
-        workers = Workers(settings.transform.concurrency, settings.transform.queue)
+
+        def observe(stage: str, seconds: float) -> None:
+            metrics.stage_seconds.labels(stage).observe(seconds)
+            timing.record(stage, seconds)
+
+        workers = Workers(settings.transform.concurrency, settings.transform.queue, observe)
         background = Background()
         c = settings.cache
         sources = Sources(
@@ -195,27 +209,45 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
             allowed_prefixes=tuple(settings.origin.allowed_prefixes),
         )
         app[handlers.READINESS] = Readiness(origin, workers)
+        service = app[handlers.SERVICE]
+        sampler = asyncio.ensure_future(_sample(service)) if multiprocess_dir else None
         try:
             yield
         finally:
+            if sampler is not None:
+                sampler.cancel()
             # Pending result-storage writes get a moment; then the client goes.
             await background.drain(grace=5.0)
             await origin.close()
             workers.close()
 
     app.cleanup_ctx.append(lifecycle)
-    handlers.add_routes(app)
+    m = settings.metrics
+    handlers.add_routes(app, with_metrics=m.enabled and not m.port)
     return app
 
 
-def _libvips_version() -> str:
-    return ".".join(str(pyvips.version(i)) for i in range(3))
+SAMPLE_EVERY = 2.0
 
 
-async def serve(settings: Settings, host: str, port: int, *, reuse_port: bool = False) -> None:
+async def _sample(service: Service) -> None:
+    """Keep this process's gauges current for scrapes answered by its siblings."""
+    while True:
+        service.sample_gauges()
+        await asyncio.sleep(SAMPLE_EVERY)
+
+
+async def serve(
+    settings: Settings,
+    host: str,
+    port: int,
+    *,
+    reuse_port: bool = False,
+    multiprocess_dir: str | None = None,
+) -> None:
     """Serve until SIGTERM/SIGINT, then drain: ``/readyz`` answers 503 at once, the listener
     closes, in-flight requests get ``server.shutdown_grace`` seconds, then everything closes."""
-    app = create_app(settings)
+    app = create_app(settings, multiprocess_dir=multiprocess_dir)
     runner = web.AppRunner(
         app,
         access_log=None,
@@ -227,6 +259,15 @@ async def serve(settings: Settings, host: str, port: int, *, reuse_port: bool = 
     site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None, backlog=1024)
     await site.start()
     log.info("listening on %s:%d", host, port)
+    metrics_runner = None
+    if settings.metrics.enabled and settings.metrics.port:
+        metrics_runner = web.AppRunner(handlers.metrics_app(app), access_log=None)
+        await metrics_runner.setup()
+        metrics_site = web.TCPSite(
+            metrics_runner, host, settings.metrics.port, reuse_port=reuse_port or None
+        )
+        await metrics_site.start()
+        log.info("metrics on %s:%d", host, settings.metrics.port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -238,8 +279,19 @@ async def serve(settings: Settings, host: str, port: int, *, reuse_port: bool = 
         await asyncio.sleep(settings.server.drain_delay)
     log.info("draining: finishing in-flight requests")
     await runner.cleanup()
+    if metrics_runner is not None:
+        await metrics_runner.cleanup()
     log.info("stopped")
 
 
-def run(settings: Settings, host: str, port: int, *, reuse_port: bool = False) -> None:
-    asyncio.run(serve(settings, host, port, reuse_port=reuse_port))
+def run(
+    settings: Settings,
+    host: str,
+    port: int,
+    *,
+    reuse_port: bool = False,
+    multiprocess_dir: str | None = None,
+) -> None:
+    asyncio.run(
+        serve(settings, host, port, reuse_port=reuse_port, multiprocess_dir=multiprocess_dir)
+    )

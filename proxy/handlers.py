@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import ipaddress
+from collections.abc import Callable, Sequence
+
 import prometheus_client
 from aiohttp import web
 
 from proxy import middlewares
 from proxy.errors import MethodNotAllowed
-from proxy.metrics import Metrics
+from proxy.originlock import Network
 from proxy.readiness import Readiness
 from proxy.service import ImageRequest, Service
 
 SERVICE = web.AppKey("service", Service)
 READINESS = web.AppKey("readiness", Readiness)
-REGISTRY_METRICS = web.AppKey("registry_metrics", Metrics)
+EXPOSITION: web.AppKey[Callable[[], bytes]] = web.AppKey("exposition")
+METRICS_NETWORKS = web.AppKey("metrics_networks", list[Network])
+MAIN_APP = web.AppKey("main_app", web.Application)
 
 
 async def image(request: web.Request) -> web.StreamResponse:
@@ -49,16 +54,13 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    m = request.app[REGISTRY_METRICS]
-    service = request.app[SERVICE]
-    for layer, cache in (("renders", service.shield.renders), ("originals", service.sources.cache)):
-        m.cache_bytes.labels(layer).set(cache.nbytes)
-        m.cache_entries.labels(layer).set(len(cache))
-    m.transforms_in_flight.set(service.workers.running)
-    m.queue_depth.set(service.workers.waiting)
-    body = prometheus_client.generate_latest(m.registry)
+    main = request.app.get(MAIN_APP, request.app)
+    networks = main[METRICS_NETWORKS]
+    if networks and not _in_networks(request.remote, networks):
+        raise web.HTTPForbidden(reason="forbidden")
+    main[SERVICE].sample_gauges()
     return web.Response(
-        body=body,
+        body=main[EXPOSITION](),
         headers={
             "Content-Type": prometheus_client.CONTENT_TYPE_LATEST,
             "Cache-Control": "no-store",
@@ -66,8 +68,25 @@ async def metrics(request: web.Request) -> web.Response:
     )
 
 
-def add_routes(app: web.Application) -> None:
+def _in_networks(peer: str | None, networks: Sequence[Network]) -> bool:
+    try:
+        addr = ipaddress.ip_address(peer or "")
+    except ValueError:
+        return False
+    return any(addr in net for net in networks)
+
+
+def add_routes(app: web.Application, *, with_metrics: bool) -> None:
     app.router.add_get("/healthz", healthz, name="healthz")
     app.router.add_get("/readyz", readyz, name="readyz")
-    app.router.add_get("/metrics", metrics, name="metrics")
+    if with_metrics:
+        app.router.add_get("/metrics", metrics, name="metrics")
     app.router.add_route("*", "/{key:.*}", image, name="image")
+
+
+def metrics_app(main: web.Application) -> web.Application:
+    """/metrics alone, for ``metrics.port``."""
+    app = web.Application()
+    app[MAIN_APP] = main
+    app.router.add_get("/metrics", metrics, name="metrics")
+    return app

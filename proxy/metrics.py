@@ -1,76 +1,111 @@
 """Every metric, defined on a registry passed in (tests get a fresh one).
 
-Labels are bounded enums only: never a key, URL, IP or user agent.
+Names follow Prometheus conventions: a unit in the name (``_seconds``, ``_bytes``), ``_total``
+on counters (added by the client library). Labels are bounded enums only: never a key, URL, IP or
+user agent, so the number of series does not grow with traffic.
+
+With ``serve --workers N`` the processes share their values through prometheus-client's
+multiprocess mode, and any process answers a scrape with the sum over all of them; gauges say how
+they combine (``livesum``: summed over live processes, ``max``: the largest).
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-_SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+STAGES = ("queue", "origin", "transform")
+LAYERS = ("renders", "originals", "negative", "result_storage")
 
 
 class Metrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
         ns = "originshield"
+        r = registry
         self.requests = Counter(
-            f"{ns}_requests", "HTTP requests answered.", ["route", "status_class"],
-            registry=registry,
+            f"{ns}_requests", "HTTP requests answered, by route and status class.",
+            ["route", "status_class"], registry=r,
         )  # fmt: skip
         self.request_seconds = Histogram(
             f"{ns}_request_duration_seconds", "Time to answer a request.", ["route"],
-            buckets=_SECONDS, registry=registry,
+            buckets=SECONDS, registry=r,
         )  # fmt: skip
         self.stage_seconds = Histogram(
-            f"{ns}_stage_duration_seconds", "Time spent per stage of a render.", ["stage"],
-            buckets=_SECONDS, registry=registry,
+            f"{ns}_stage_duration_seconds",
+            "Time spent per stage of a render: waiting for a worker, origin fetch, transform.",
+            ["stage"], buckets=SECONDS, registry=r,
         )  # fmt: skip
         self.cache_lookups = Counter(
-            f"{ns}_cache_lookups", "Cache lookups by layer and result.", ["layer", "result"],
-            registry=registry,
+            f"{ns}_cache_lookups", "Cache lookups by layer and result (hit, miss, stale).",
+            ["layer", "result"], registry=r,
         )  # fmt: skip
         self.cache_bytes = Gauge(
-            f"{ns}_cache_bytes", "Bytes held per cache layer.", ["layer"], registry=registry
-        )
+            f"{ns}_cache_bytes", "Bytes held per cache layer.", ["layer"], registry=r,
+            multiprocess_mode="livesum",
+        )  # fmt: skip
         self.cache_entries = Gauge(
-            f"{ns}_cache_entries", "Entries held per cache layer.", ["layer"], registry=registry
-        )
+            f"{ns}_cache_entries", "Entries held per cache layer.", ["layer"], registry=r,
+            multiprocess_mode="livesum",
+        )  # fmt: skip
         self.coalesced = Counter(
-            f"{ns}_coalesced_requests", "Requests that waited on an identical in-flight one.",
-            ["stage"], registry=registry,
+            f"{ns}_coalesced_requests",
+            "Requests that waited for an identical in-flight render or origin fetch.",
+            ["stage"], registry=r,
         )  # fmt: skip
         self.origin_requests = Counter(
-            f"{ns}_origin_requests", "Requests to the origin by outcome.", ["outcome"],
-            registry=registry,
-        )  # fmt: skip
-        self.origin_bytes = Counter(
-            f"{ns}_origin_read_bytes", "Bytes read from the origin.", registry=registry
-        )
-        self.served_bytes = Counter(
-            f"{ns}_served_bytes", "Body bytes sent to clients.", registry=registry
-        )
-        self.transforms = Counter(
-            f"{ns}_transforms", "Transforms by output format.", ["format"], registry=registry
-        )
-        self.transforms_in_flight = Gauge(
-            f"{ns}_transforms_in_flight", "Transforms running now.", registry=registry
-        )
-        self.queue_depth = Gauge(
-            f"{ns}_transform_queue_depth", "Transforms waiting for a slot.", registry=registry
-        )
-        self.rejections = Counter(
-            f"{ns}_rejections", "Requests refused, by reason.", ["reason"], registry=registry
-        )
-        self.errors = Counter(
-            f"{ns}_errors", "Error responses by category.", ["category"], registry=registry
-        )
-        self.result_storage_writes = Counter(
-            f"{ns}_result_storage_writes", "Renders written to result storage, by outcome.",
-            ["outcome"], registry=registry,
+            f"{ns}_origin_requests",
+            "Requests to the origin by outcome (ok, not_modified, not_found, error).",
+            ["outcome"], registry=r,
         )  # fmt: skip
         self.origin_retries = Counter(
             f"{ns}_origin_retries", "Origin calls retried after a busy or failed answer.",
-            ["action"], registry=registry,
+            ["action"], registry=r,
         )  # fmt: skip
-        self.build = Info(f"{ns}_build", "Version of originshield and libvips.", registry=registry)
+        self.origin_bytes = Counter(
+            f"{ns}_origin_read_bytes", "Bytes of originals read from the origin.", registry=r
+        )
+        self.served_bytes = Counter(f"{ns}_served_bytes", "Body bytes sent to clients.", registry=r)
+        self.transforms = Counter(
+            f"{ns}_transforms", "Transforms completed, by output format.", ["format"], registry=r
+        )
+        self.transforms_in_flight = Gauge(
+            f"{ns}_transforms_in_flight", "Transforms running now.", registry=r,
+            multiprocess_mode="livesum",
+        )  # fmt: skip
+        self.queue_depth = Gauge(
+            f"{ns}_transform_queue_depth", "Requests waiting for a transform slot.", registry=r,
+            multiprocess_mode="livesum",
+        )  # fmt: skip
+        self.rejections = Counter(
+            f"{ns}_rejections",
+            "Requests refused, by reason (signature, params, limits, overload, origin_lock).",
+            ["reason"], registry=r,
+        )  # fmt: skip
+        self.errors = Counter(
+            f"{ns}_errors", "Error responses by category.", ["category"], registry=r
+        )
+        self.result_storage_writes = Counter(
+            f"{ns}_result_storage_writes", "Renders written to result storage, by outcome.",
+            ["outcome"], registry=r,
+        )  # fmt: skip
+        self.libvips_memory = Gauge(
+            f"{ns}_libvips_memory_bytes", "Memory libvips holds for pixel buffers.", registry=r,
+            multiprocess_mode="livesum",
+        )  # fmt: skip
+        self.build = Gauge(
+            f"{ns}_build_info", "Versions of originshield and libvips (value 1).",
+            ["version", "libvips"], registry=r, multiprocess_mode="max",
+        )  # fmt: skip
+        # Every label set exists from the start, so rates and alerts see zeros, not gaps.
+        for stage in STAGES:
+            self.stage_seconds.labels(stage)
+        for layer in LAYERS:
+            for result in ("hit", "miss"):
+                self.cache_lookups.labels(layer, result)
+        for outcome in ("ok", "not_modified", "not_found", "error"):
+            self.origin_requests.labels(outcome)
+        for reason in ("signature", "params", "limits", "overload", "origin_lock"):
+            self.rejections.labels(reason)
+        for cls in ("2xx", "3xx", "4xx", "5xx"):
+            self.requests.labels("image", cls)

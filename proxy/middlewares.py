@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from proxy import headers
+from proxy import headers, timing
 from proxy.errors import Locked, Overloaded, ProxyError, UriTooLong
 from proxy.logs import ACCESS
 from proxy.metrics import Metrics
@@ -65,6 +65,7 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Outermost: request id, metrics and the access log see the final status."""
     request_id = secrets.token_hex(8)
     request[REQUEST_ID] = request_id
+    stages = timing.begin()
     started = time.perf_counter()
     response = await handler(request)
     elapsed = time.perf_counter() - started
@@ -92,6 +93,7 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
                     "bytes": body_length,
                     "cache": request.get(CACHE_RESULT),
                     "duration_ms": round(elapsed * 1000, 3),
+                    "stages": stages,
                     "user_agent": request.headers.get("User-Agent"),
                 }
             },

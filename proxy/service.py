@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from cachetools import LRUCache
 
-from proxy import headers, negotiate, objectkey, options, transform
+from proxy import headers, libvips, negotiate, objectkey, options, transform
 from proxy.cache import ByteLRU, SingleFlight
 from proxy.errors import Forbidden, NotFound, OriginTimeout, ProxyError
 from proxy.metrics import Metrics
@@ -219,7 +219,6 @@ class Service:
     async def _render(
         self, target: Target, variant: str, rkey: RenderKey, original: Original
     ) -> Render:
-        started = time.perf_counter()
         # One deadline for waiting and working: libvips cancels itself when it passes.
         cancel_at = time.monotonic() + self.deadline
         rendered = await self.workers.run(
@@ -231,7 +230,6 @@ class Service:
             self.tcfg,
             cancel_at,
         )
-        self.metrics.stage_seconds.labels("transform").observe(time.perf_counter() - started)
         self.metrics.transforms.labels(rendered.format).inc()
         meta = original.meta
         content_type = negotiate.CONTENT_TYPES[rendered.format]
@@ -263,6 +261,20 @@ class Service:
             vary=negotiate.vary_needed(target.options),
             checked_at=self.clock(),
         )
+
+    def sample_gauges(self) -> None:
+        """Point-in-time gauges: cache sizes, workers, libvips memory."""
+        m = self.metrics
+        for layer, cache in (("renders", self.shield.renders), ("originals", self.sources.cache)):
+            m.cache_bytes.labels(layer).set(cache.nbytes)
+            m.cache_entries.labels(layer).set(len(cache))
+        negative = self.sources.negative
+        m.cache_entries.labels("negative").set(len(negative) if negative is not None else 0)
+        m.transforms_in_flight.set(self.workers.running)
+        m.queue_depth.set(self.workers.waiting)
+        memory = libvips.tracked_memory()
+        if memory is not None:
+            m.libvips_memory.set(memory)
 
     # -- stale-while-revalidate for renders ----------------------------------------------------
     def _refresh_later(self, target: Target, variant: str, rkey: RenderKey, render: Render) -> None:

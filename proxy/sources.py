@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from cachetools import TTLCache
 
+from proxy import timing
 from proxy.cache import ByteLRU, SingleFlight
 from proxy.errors import NotFound, OriginError
 from proxy.metrics import Metrics
@@ -114,7 +115,9 @@ class Sources:
         assert source is not None  # no condition was sent
         self.metrics.origin_requests.labels("ok").inc()
         self.metrics.origin_bytes.inc(len(source.body))
-        self.metrics.stage_seconds.labels("origin").observe(time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        self.metrics.stage_seconds.labels("origin").observe(elapsed)
+        timing.record("origin", elapsed)
         original = Original(source.body, source.meta, self.clock())
         self.cache.put(key, original)
         return original

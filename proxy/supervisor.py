@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import signal
+import tempfile
 import time
 from multiprocessing.process import BaseProcess
 from types import FrameType
@@ -18,22 +19,33 @@ log = logging.getLogger("originshield")
 RESTART_DELAY = 1.0
 
 
-def _child(config: str | None, host: str, port: int, index: int) -> None:
+def _child(config: str | None, host: str, port: int, metrics_dir: str) -> None:
+    import os
+
+    # prometheus-client picks its multiprocess value store when first imported.
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     from proxy import app, logs
     from proxy.settings import load_settings
 
     settings = load_settings(config)
     logs.setup(settings.log.level, settings.log.format)
-    app.run(settings, host, port, reuse_port=True)
+    app.run(settings, host, port, reuse_port=True, multiprocess_dir=metrics_dir)
 
 
 def run_workers(count: int, config: str | None, host: str, port: int) -> int:
+    with tempfile.TemporaryDirectory(prefix="originshield-metrics-") as metrics_dir:
+        return _supervise(count, config, host, port, metrics_dir)
+
+
+def _supervise(count: int, config: str | None, host: str, port: int, metrics_dir: str) -> int:
+    from prometheus_client import multiprocess
+
     ctx = multiprocessing.get_context("spawn")
     stopping = False
 
     def start(index: int) -> BaseProcess:
         proc = ctx.Process(
-            target=_child, args=(config, host, port, index), name=f"originshield-{index}"
+            target=_child, args=(config, host, port, metrics_dir), name=f"originshield-{index}"
         )
         proc.start()
         return proc
@@ -53,6 +65,8 @@ def run_workers(count: int, config: str | None, host: str, port: int) -> int:
             proc.join(timeout=0.2)
             if proc.exitcode is not None and not stopping:
                 log.error("worker %d exited with %s; restarting", i, proc.exitcode)
+                if proc.pid is not None:
+                    multiprocess.mark_process_dead(proc.pid, metrics_dir)  # type: ignore[no-untyped-call]
                 time.sleep(RESTART_DELAY)
                 if not stopping:
                     procs[i] = start(i)

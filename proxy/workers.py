@@ -8,7 +8,9 @@ when its thread has really finished, so a timed-out transform can never oversubs
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import os
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import ParamSpec, TypeVar
@@ -20,7 +22,15 @@ T = TypeVar("T")
 
 
 class Workers:
-    def __init__(self, concurrency: int, queue: int) -> None:
+    def __init__(
+        self,
+        concurrency: int,
+        queue: int,
+        observe: Callable[[str, float], None] | None = None,
+    ) -> None:
+        """``observe(stage, seconds)`` hears how long each call waited ("queue") and ran
+        ("transform")."""
+        self._observe = observe
         self.concurrency = concurrency or os.cpu_count() or 1
         self.queue = queue
         self._executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="vips")
@@ -38,6 +48,7 @@ class Workers:
         if self._slots.locked() and self.waiting >= self.queue:
             raise Overloaded("server busy, retry shortly", retry_after=1)
         self.waiting += 1
+        queued = time.perf_counter()
         try:
             async with asyncio.timeout_at(deadline):
                 await self._slots.acquire()
@@ -45,14 +56,29 @@ class Workers:
             raise Overloaded("server busy, retry shortly", retry_after=2) from None
         finally:
             self.waiting -= 1
+            self._note("queue", time.perf_counter() - queued)
         self.running += 1
-        future = loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+        started = time.perf_counter()
+
+        def work() -> T:
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                # Measured in the thread: the time the CPU was really busy with it.
+                self._note("transform", time.perf_counter() - started)
+
+        # The request's context goes along, so per-request timing reaches the thread.
+        future = loop.run_in_executor(self._executor, contextvars.copy_context().run, work)
         future.add_done_callback(self._release)  # type: ignore[arg-type]
         try:
             async with asyncio.timeout_at(deadline):
                 return await asyncio.shield(future)
         except TimeoutError:
             raise Overloaded("transform took too long", retry_after=2) from None
+
+    def _note(self, stage: str, seconds: float) -> None:
+        if self._observe is not None:
+            self._observe(stage, seconds)
 
     def _release(self, future: asyncio.Future[object]) -> None:
         self.running -= 1
