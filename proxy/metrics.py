@@ -11,7 +11,7 @@ they combine (``livesum``: summed over live processes, ``max``: the largest).
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
 SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 STAGES = ("queue", "origin", "transform")
@@ -20,6 +20,8 @@ LAYERS = ("renders", "originals", "negative", "result_storage")
 
 class Metrics:
     def __init__(self, registry: CollectorRegistry) -> None:
+        # The ``*_created`` series double the count and no dashboard here uses them.
+        disable_created_metrics()
         self.registry = registry
         ns = "originshield"
         r = registry
@@ -109,3 +111,7 @@ class Metrics:
             self.rejections.labels(reason)
         for cls in ("2xx", "3xx", "4xx", "5xx"):
             self.requests.labels("image", cls)
+        for stage in ("render", "origin"):
+            self.coalesced.labels(stage)
+        for fmt in ("jpeg", "png", "webp", "avif", "gif"):
+            self.transforms.labels(fmt)
