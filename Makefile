@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run test lint typecheck unit clean
+.PHONY: install run test lint typecheck unit bench bench-smoke clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +18,8 @@ run: install
 	$(BIN)/originshield serve
 
 lint: install
-	$(BIN)/ruff check proxy tests
-	$(BIN)/ruff format --check proxy tests
+	$(BIN)/ruff check proxy tests bench
+	$(BIN)/ruff format --check proxy tests bench
 
 typecheck: install
 	$(BIN)/mypy --strict proxy
@@ -29,6 +29,13 @@ unit: install
 
 ## Everything CI runs: lint, types, the whole test suite.
 test: lint typecheck unit
+
+## The full benchmark (needs wrk); results go to docs/benchmarks.md by hand.
+bench: install
+	$(BIN)/python bench/run.py
+
+bench-smoke: install
+	$(BIN)/python bench/run.py --smoke
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -137,7 +137,7 @@ def create_app(
     multiprocess_dir: str | None = None,
 ) -> web.Application:
     app = web.Application(
-        middlewares=[middlewares.observe, middlewares.errors, middlewares.guard],
+        middlewares=[middlewares.observe],
         handler_args={
             # The URL limit itself is enforced by the guard middleware with a clean 414.
             "max_line_size": max(8190, settings.server.max_url_length + 1024),

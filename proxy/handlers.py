@@ -24,9 +24,9 @@ MAIN_APP = web.AppKey("main_app", web.Application)
 async def image(request: web.Request) -> web.StreamResponse:
     if request.method not in ("GET", "HEAD"):
         raise MethodNotAllowed("method not allowed")
-    service = request.app[SERVICE]
+    middlewares.guard(request)
     h = request.headers
-    reply = await service.handle(
+    reply = await request.app[SERVICE].handle(
         ImageRequest(
             raw_target=request.raw_path,
             accept=h.get("Accept"),
@@ -34,9 +34,7 @@ async def image(request: web.Request) -> web.StreamResponse:
             if_modified_since=h.get("If-Modified-Since"),
         )
     )
-    request[middlewares.CACHE_RESULT] = reply.cache
-    request[middlewares.OBJECT_KEY] = reply.key
-    request[middlewares.CANONICAL] = reply.canonical
+    request[middlewares.REPLY] = reply
     return web.Response(status=reply.status, body=reply.body or None, headers=reply.headers)
 
 

@@ -99,6 +99,7 @@ class Metrics:
             f"{ns}_build_info", "Versions of originshield and libvips (value 1).",
             ["version", "libvips"], registry=r, multiprocess_mode="max",
         )  # fmt: skip
+        self._per_request: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
         # Every label set exists from the start, so rates and alerts see zeros, not gaps.
         for stage in STAGES:
             self.stage_seconds.labels(stage)
@@ -115,3 +116,17 @@ class Metrics:
             self.coalesced.labels(stage)
         for fmt in ("jpeg", "png", "webp", "avif", "gif"):
             self.transforms.labels(fmt)
+
+    def count_request(self, route: str, status: int, seconds: float, body_bytes: int) -> None:
+        """Called for every request: the labelled children are looked up once, then reused."""
+        key = (route, status // 100)
+        children = self._per_request.get(key)
+        if children is None:
+            children = (
+                self.requests.labels(route, f"{status // 100}xx"),
+                self.request_seconds.labels(route),
+            )
+            self._per_request[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
+        self.served_bytes.inc(body_bytes)

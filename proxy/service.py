@@ -20,7 +20,7 @@ from cachetools import LRUCache
 
 from proxy import headers, libvips, negotiate, objectkey, options, transform
 from proxy.cache import ByteLRU, SingleFlight
-from proxy.errors import Forbidden, NotFound, OriginTimeout, ProxyError
+from proxy.errors import Forbidden, NotFound, OriginTimeout, Overloaded, ProxyError
 from proxy.metrics import Metrics
 from proxy.results import ResultStorage
 from proxy.signing import Verifier
@@ -63,6 +63,10 @@ class Target:
     expires_at: float | None
     versioned: bool
     tag: str
+    # ETag -> the 200 headers of that render: for permanent tokens they never change, so a hit
+    # reuses them instead of formatting them again. (Keyed by ETag, not by the render, so no
+    # body is kept alive here after the render cache let it go.)
+    prebuilt: dict[str, dict[str, str]] = field(default_factory=dict, compare=False, hash=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,17 +223,21 @@ class Service:
     async def _render(
         self, target: Target, variant: str, rkey: RenderKey, original: Original
     ) -> Render:
-        # One deadline for waiting and working: libvips cancels itself when it passes.
-        cancel_at = time.monotonic() + self.deadline
-        rendered = await self.workers.run(
-            self.deadline,
-            transform.render,
-            original.body,
-            target.options,
-            variant,
-            self.tcfg,
-            cancel_at,
-        )
+        # One deadline for waiting and working; past it libvips is told to stop.
+        cancel = transform.Cancel()
+        try:
+            rendered = await self.workers.run(
+                self.deadline,
+                transform.render,
+                original.body,
+                target.options,
+                variant,
+                self.tcfg,
+                cancel,
+            )
+        except (Overloaded, asyncio.CancelledError):
+            cancel.kill()
+            raise
         self.metrics.transforms.labels(rendered.format).inc()
         meta = original.meta
         content_type = negotiate.CONTENT_TYPES[rendered.format]
@@ -319,13 +327,22 @@ class Service:
         return out
 
     def _reply(self, target: Target, render: Render, req: ImageRequest, cache: str) -> Reply:
-        out = self._headers(target, render.etag, render.last_modified, render.vary)
-        if headers.not_modified(
-            if_none_match=req.if_none_match,
-            if_modified_since=req.if_modified_since,
-            etag_value=render.etag,
-            last_modified=render.modified,
+        if (req.if_none_match is not None or req.if_modified_since is not None) and (
+            headers.not_modified(
+                if_none_match=req.if_none_match,
+                if_modified_since=req.if_modified_since,
+                etag_value=render.etag,
+                last_modified=render.modified,
+            )
         ):
+            out = self._headers(target, render.etag, render.last_modified, render.vary)
             return Reply(304, out, cache=cache, key=target.key, canonical=target.canonical)
-        out["Content-Type"] = render.content_type
+        prebuilt = target.prebuilt.get(render.etag) if target.expires_at is None else None
+        if prebuilt is not None:
+            out = prebuilt
+        else:
+            out = self._headers(target, render.etag, render.last_modified, render.vary)
+            out["Content-Type"] = render.content_type
+            if target.expires_at is None:
+                target.prebuilt[render.etag] = out
         return Reply(200, out, render.body, cache, target.key, target.canonical)

@@ -106,9 +106,10 @@ async def test_object_size_cap_stops_reading(
 
 async def test_transform_cancelled_at_its_deadline(make: Any, put: Put, signer: Signer) -> None:
     client = await make(transform__timeout="0.2", transform__concurrency="1")
-    put("slow.png", images.png(images.photo(2000, 1500)))
+    put("slow.png", images.png(images.photo(3000, 2000)))
     put("small.jpg", images.jpeg(images.photo(80, 60)))
-    resp = await client.get(signer.url("slow.png", w=1900, blur=60, f="png"))
+    # About two seconds of work when left alone.
+    resp = await client.get(signer.url("slow.png", w=2900, blur=250, f="png"))
     assert resp.status == 503
     assert resp.headers["Retry-After"]
     # libvips notices the cancellation and frees the single worker thread.
@@ -122,11 +123,13 @@ async def test_transform_cancelled_at_its_deadline(make: Any, put: Put, signer: 
 
 
 def test_libvips_stops_once_cancelled() -> None:
-    data = images.png(images.photo(2000, 1500))
-    opts = parse([("w", "1900"), ("blur", "60"), ("f", "png")])
+    data = images.png(images.photo(3000, 2000))
+    opts = parse([("w", "2900"), ("blur", "250"), ("f", "png")])
+    cancel = transform.Cancel()
+    threading.Timer(0.1, cancel.kill).start()
     started = time.monotonic()
     with pytest.raises(ProxyError) as info:
-        transform.render(data, opts, "", transform.TransformConfig(), time.monotonic() + 0.1)
+        transform.render(data, opts, "", transform.TransformConfig(), cancel)
     cancelled = time.monotonic() - started
     assert info.value.status == 503
     started = time.monotonic()
