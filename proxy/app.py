@@ -165,7 +165,10 @@ def create_app(
     tcfg = transform_config_from(settings)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        libvips.configure(svg_enabled="svg" in settings.transform.source_formats)
+        libvips.configure(
+            svg_enabled="svg" in settings.transform.source_formats,
+            threads=settings.transform.vips_threads,
+        )
         origin = await build_origin(settings, metrics)
 
         def observe(stage: str, seconds: float) -> None:
@@ -292,6 +295,8 @@ def run(
     reuse_port: bool = False,
     multiprocess_dir: str | None = None,
 ) -> None:
-    asyncio.run(
+    import uvloop
+
+    uvloop.run(
         serve(settings, host, port, reuse_port=reuse_port, multiprocess_dir=multiprocess_dir)
     )

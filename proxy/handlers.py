@@ -12,9 +12,9 @@ from proxy import middlewares
 from proxy.errors import MethodNotAllowed
 from proxy.originlock import Network
 from proxy.readiness import Readiness
-from proxy.service import ImageRequest, Service
+from proxy.service import ImageRequest
 
-SERVICE = web.AppKey("service", Service)
+SERVICE = middlewares.SERVICE_KEY
 READINESS = web.AppKey("readiness", Readiness)
 EXPOSITION: web.AppKey[Callable[[], bytes]] = web.AppKey("exposition")
 METRICS_NETWORKS = web.AppKey("metrics_networks", list[Network])

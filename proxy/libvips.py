@@ -9,13 +9,15 @@ from pathlib import Path
 import pyvips
 
 
-def configure(*, svg_enabled: bool) -> None:
+def configure(*, svg_enabled: bool, threads: int = 1) -> None:
     # Loaders libvips marks untrusted (magick, matload, svgload, …) must never see internet input.
     pyvips.block_untrusted_set(True)
     # SVG only when the operator turned it on; the svg module vets every document first.
     pyvips.operation_block_set("VipsForeignLoadSvg", not svg_enabled)
     # Each render decodes a different source; the operation cache would only hold memory.
     pyvips.cache_set_max(0)
+    if threads:
+        pyvips.concurrency_set(threads)
 
 
 def version() -> str:

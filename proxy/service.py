@@ -127,6 +127,7 @@ class Service:
         self.allowed_prefixes = allowed_prefixes
         self.clock = clock
 
+
     # -- steps 1-2: token and options, once per distinct raw target ---------------------------
     def resolve(self, raw_target: str) -> Target:
         cached = self.shield.targets.get(raw_target)
@@ -152,6 +153,29 @@ class Service:
             self.shield.targets[raw_target] = target
         return target
 
+    # -- the hot path --------------------------------------------------------------------------
+    def cached_reply(
+        self,
+        raw_target: str,
+        accept: str | None,
+        if_none_match: str | None,
+        if_modified_since: str | None,
+    ) -> Reply | None:
+        """A fresh render already in cache for a URL already verified, or None.
+
+        Synchronous and allocation-light on purpose: most requests that reach the origin are
+        cache hits, and this is all they cost beyond the HTTP server.
+        """
+        target = self.shield.targets.get(raw_target)
+        if target is None or (target.expires_at is not None and self.clock() >= target.expires_at):
+            return None
+        variant = negotiate.variant(target.options, accept) if target.options.f == "auto" else ""
+        render = self.shield.renders.get((target.key, target.canonical, variant))
+        if render is None or self.sources.is_stale(render.checked_at):
+            return None
+        self.metrics.tally_hit()
+        return self._reply(target, render, if_none_match, if_modified_since, "hit")
+
     # -- the whole flow ------------------------------------------------------------------------
     async def handle(self, req: ImageRequest) -> Reply:
         target = self.resolve(req.raw_target)
@@ -162,9 +186,11 @@ class Service:
             if self.sources.is_stale(render.checked_at):
                 self.metrics.cache_lookups.labels("renders", "stale").inc()
                 self._refresh_later(target, variant, rkey, render)
-                return self._reply(target, render, req, "stale")
-            self.metrics.cache_lookups.labels("renders", "hit").inc()
-            return self._reply(target, render, req, "hit")
+                return self._reply(
+                    target, render, req.if_none_match, req.if_modified_since, "stale"
+                )
+            self.metrics.tally_hit()
+            return self._reply(target, render, req.if_none_match, req.if_modified_since, "hit")
         self.metrics.cache_lookups.labels("renders", "miss").inc()
         if req.if_none_match is not None:
             early = await self._conditional_without_render(target, variant, req)
@@ -179,7 +205,8 @@ class Service:
             raise OriginTimeout("request deadline exceeded") from None
         if not leader:
             self.metrics.coalesced.labels("render").inc()
-        return self._reply(target, render, req, "miss" if leader else "coalesced")
+        cache = "miss" if leader else "coalesced"
+        return self._reply(target, render, req.if_none_match, req.if_modified_since, cache)
 
     async def _conditional_without_render(
         self, target: Target, variant: str, req: ImageRequest
@@ -271,8 +298,9 @@ class Service:
         )
 
     def sample_gauges(self) -> None:
-        """Point-in-time gauges: cache sizes, workers, libvips memory."""
+        """Point-in-time gauges (cache sizes, workers, libvips memory) and the request tally."""
         m = self.metrics
+        m.flush()
         for layer, cache in (("renders", self.shield.renders), ("originals", self.sources.cache)):
             m.cache_bytes.labels(layer).set(cache.nbytes)
             m.cache_entries.labels(layer).set(len(cache))
@@ -326,11 +354,18 @@ class Service:
             out["Vary"] = "Accept"
         return out
 
-    def _reply(self, target: Target, render: Render, req: ImageRequest, cache: str) -> Reply:
-        if (req.if_none_match is not None or req.if_modified_since is not None) and (
+    def _reply(
+        self,
+        target: Target,
+        render: Render,
+        if_none_match: str | None,
+        if_modified_since: str | None,
+        cache: str,
+    ) -> Reply:
+        if (if_none_match is not None or if_modified_since is not None) and (
             headers.not_modified(
-                if_none_match=req.if_none_match,
-                if_modified_since=req.if_modified_since,
+                if_none_match=if_none_match,
+                if_modified_since=if_modified_since,
                 etag_value=render.etag,
                 last_modified=render.modified,
             )
@@ -343,6 +378,7 @@ class Service:
         else:
             out = self._headers(target, render.etag, render.last_modified, render.vary)
             out["Content-Type"] = render.content_type
+            out["Server"] = "originshield"
             if target.expires_at is None:
                 target.prebuilt[render.etag] = out
         return Reply(200, out, render.body, cache, target.key, target.canonical)

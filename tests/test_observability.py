@@ -257,7 +257,10 @@ async def test_workers_report_aggregated_metrics(
             for i in range(20):
                 async with session.get(base + signer.url("a.jpg", w=20 + i)) as r:
                     assert r.status == 200
-            for _ in range(4):  # whichever process answers, the totals are the same
+            # Each process folds its request tally into the shared files every 2 s, so after
+            # that, whichever process answers, the totals are the same.
+            await asyncio.sleep(2.5)
+            for _ in range(4):
                 async with session.get(base + "/metrics") as r:
                     text = await r.text()
                 line = next(
