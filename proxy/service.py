@@ -127,7 +127,6 @@ class Service:
         self.allowed_prefixes = allowed_prefixes
         self.clock = clock
 
-
     # -- steps 1-2: token and options, once per distinct raw target ---------------------------
     def resolve(self, raw_target: str) -> Target:
         cached = self.shield.targets.get(raw_target)
