@@ -105,6 +105,26 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_healthcheck(args: argparse.Namespace) -> int:
+    """GET /healthz on this host; for a container HEALTHCHECK, so no curl is needed."""
+    import urllib.error
+    import urllib.request
+
+    settings = _settings(args.config)
+    host = args.host or settings.server.host
+    if host in ("0.0.0.0", "::", ""):  # noqa: S104 - a listen address, not one to bind
+        host = "127.0.0.1"
+    port = args.port if args.port is not None else settings.server.port
+    url = f"http://{host}:{port}/healthz"
+    try:
+        with urllib.request.urlopen(url, timeout=args.timeout) as resp:
+            ok = resp.status == 200
+    except (OSError, urllib.error.URLError) as exc:
+        print(f"originshield: unhealthy: {url}: {exc}", file=sys.stderr)
+        return 1
+    return 0 if ok else 1
+
+
 CLOUDFLARE_SOURCES = ("https://www.cloudflare.com/ips-v4", "https://www.cloudflare.com/ips-v6")
 
 
@@ -172,6 +192,12 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate the config and print it, masked")
     check.add_argument("--config")
     check.set_defaults(func=cmd_check_config)
+    health = sub.add_parser("healthcheck", help="exit 0 if /healthz answers 200, else 1")
+    health.add_argument("--config")
+    health.add_argument("--host")
+    health.add_argument("--port", type=int)
+    health.add_argument("--timeout", type=float, default=3.0)
+    health.set_defaults(func=cmd_healthcheck)
     ranges = sub.add_parser("cloudflare-ranges", help="refresh Cloudflare's IP ranges file")
     ranges.add_argument("--output", default="config/cloudflare-ips.txt", help="file, or - ")
     ranges.add_argument("--source", action="append", help="URL to read (repeatable)")
