@@ -11,7 +11,14 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
-install: $(BIN)/.installed
+WORKER := deploy/cloudflare/worker
+
+# The Worker's test runtime (miniflare brings workerd); skipped where there is no npm.
+$(WORKER)/node_modules/.installed: $(WORKER)/package.json $(WORKER)/package-lock.json
+	if command -v npm >/dev/null; then \
+		npm ci --prefix $(WORKER) --no-audit --no-fund --loglevel=error && touch $@; fi
+
+install: $(BIN)/.installed $(WORKER)/node_modules/.installed
 
 ## Run the service on its embedded default: sample images, a development key, URLs printed.
 run: install

@@ -125,6 +125,14 @@ def cmd_healthcheck(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def cmd_probe(args: argparse.Namespace) -> int:
+    from proxy import probe
+
+    text, code = probe.run(args.urls, ttl=args.ttl, as_json=args.json)
+    print(text)
+    return code
+
+
 CLOUDFLARE_SOURCES = ("https://www.cloudflare.com/ips-v4", "https://www.cloudflare.com/ips-v6")
 
 
@@ -198,6 +206,11 @@ def build_parser() -> argparse.ArgumentParser:
     health.add_argument("--port", type=int)
     health.add_argument("--timeout", type=float, default=3.0)
     health.set_defaults(func=cmd_healthcheck)
+    probe = sub.add_parser("probe", help="check that image URLs are served and cached right")
+    probe.add_argument("urls", nargs="+", metavar="URL")
+    probe.add_argument("--ttl", type=int, default=3600, help="signing.ttl, for verify= URLs")
+    probe.add_argument("--json", action="store_true", help="machine-readable output")
+    probe.set_defaults(func=cmd_probe)
     ranges = sub.add_parser("cloudflare-ranges", help="refresh Cloudflare's IP ranges file")
     ranges.add_argument("--output", default="config/cloudflare-ips.txt", help="file, or - ")
     ranges.add_argument("--source", action="append", help="URL to read (repeatable)")

@@ -180,3 +180,26 @@ def test_empty_keys_rejected() -> None:
         Signer([])
     with pytest.raises(ValueError, match="key"):
         Verifier([""], ttl=1)
+
+
+def test_shared_vectors() -> None:
+    """The vectors the Worker tests use too, so the two implementations cannot drift."""
+    import json
+    from pathlib import Path
+
+    doc = json.loads((Path(__file__).parent / "vectors" / "signing.json").read_text())
+    signer = Signer([doc["secret"]])
+    for case in doc["permanent"]:
+        assert signer.url(case["key"], **case["params"]) == case["url"]
+        Verifier([doc["secret"]], ttl=doc["ttl"]).verify(case["url"])
+    for case in doc["timed"]:
+        url = signer.timed_url(case["key"], issued_at=case["issued_at"], **case["params"])
+        assert url == case["url"]
+        clock = lambda ts=case["issued_at"]: ts + 10  # noqa: E731
+        Verifier([doc["secret"]], ttl=doc["ttl"], clock=clock).verify(case["url"])
+    for case in doc["waf"]:
+        expected = base64.b64encode(waf_mac(case["secret"], case["message"], case["ts"])).decode()
+        assert expected == case["mac"]
+    for forged in doc["forged"]:
+        with pytest.raises(Forbidden):
+            Verifier([doc["secret"]], ttl=doc["ttl"]).verify(forged)
