@@ -25,8 +25,8 @@ run: install
 	$(BIN)/originshield serve
 
 lint: install
-	$(BIN)/ruff check proxy tests bench
-	$(BIN)/ruff format --check proxy tests bench
+	$(BIN)/ruff check proxy tests bench examples
+	$(BIN)/ruff format --check proxy tests bench examples
 
 typecheck: install
 	$(BIN)/mypy --strict proxy
