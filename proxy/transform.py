@@ -322,7 +322,9 @@ def _load_jpeg(data: bytes, p: Plan, info: SourceInfo, cfg: TransformConfig) -> 
     if p.colour_manage:
         image = image.icc_transform("srgb", embedded=True, intent="relative")
     if info.orientation != 1:
-        image = image.autorot()
+        # Turning needs the whole (already small) image, which a sequential read cannot give;
+        # materialise it first.
+        image = image.copy_memory().autorot()
     return image
 
 

@@ -136,6 +136,15 @@ def test_every_exif_orientation_comes_out_upright(orientation: int) -> None:
     assert "exif-data" not in out.get_fields()
 
 
+def test_large_rotated_jpeg_in_every_format() -> None:
+    """A phone-sized sideways JPEG: the decode is sequential, the turn needs the whole image."""
+    source = images.with_orientation(images.marked(1600, 1200), 6)
+    for fmt in ("avif", "webp", "jpeg", "png"):
+        out = decoded(render(source, f"w=600&f={fmt}"))
+        assert (out.width, out.height) == (600, 450)
+        assert images.mean_rgb(out, 20, 20, 100, 100)[0] > 150
+
+
 # -- colour ---------------------------------------------------------------------------------
 
 PATCHES = [(40, 200, 60), (200, 60, 40), (60, 90, 200), (128, 128, 128), (230, 200, 150)]
