@@ -259,6 +259,9 @@ async def serve(
         handle_signals=False,
     )
     await runner.setup()
+    # Cache hits are answered before routing; set before the first connection is accepted.
+    assert runner.server is not None
+    runner.server.request_handler = middlewares.fast_lane(app, runner.server.request_handler)
     site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None, backlog=1024)
     await site.start()
     log.info("listening on %s:%d", host, port)
