@@ -29,9 +29,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -162,6 +163,19 @@ def wrk(url: str, paths: list[str], *, seconds: float, connections: int, cold: b
     return rps, pct("50"), pct("99"), total
 
 
+def measure(name: str, pid: int, base: str, paths: list[str], seconds: float, conns: int,
+            cold: bool, tmp: Path) -> Row:  # fmt: skip
+    cpu0, _ = proc_stats(pid)
+    rps, p50, p99, total = wrk(base, paths, seconds=seconds, connections=conns, cold=cold, tmp=tmp)
+    cpu1, rss = proc_stats(pid)
+    return Row(name, rps, p50, p99, (cpu1 - cpu0) * 1000 / max(1, total), rss)
+
+
+def best(repeat: int, run_once: Callable[[], Row]) -> Row:
+    """Best of ``repeat`` runs: on a shared machine the noise only ever slows a run down."""
+    return max((run_once() for _ in range(repeat)), key=lambda r: r.rps)
+
+
 def limit(images: Path, fmt: str, q: int, seconds: float, thumbnail: bool) -> dict[str, object]:
     cmd = [sys.executable, str(HERE / "limit.py"), "--images", str(images), "--format", fmt,
            "--quality", str(q), "--seconds", str(seconds)]  # fmt: skip
@@ -248,6 +262,8 @@ def signed_paths(names: list[str]) -> list[str]:
 
 def run(args: argparse.Namespace) -> str:
     seconds = 1.0 if args.smoke else args.seconds
+    if args.smoke:
+        args.repeat = 1
     tmp = Path(tempfile.mkdtemp(prefix="originshield-bench-"))
     try:
         images = tmp / "images"
@@ -262,32 +278,28 @@ def run(args: argparse.Namespace) -> str:
         rows: list[Row] = []
         sizes: dict[str, float] = {}
         for fmt, q in (("webp", 75), ("jpeg", 80)):
-            res = limit(images, fmt, q, seconds, thumbnail=False)
-            sizes[f"limit-{fmt}"] = float(res["mean_bytes"])  # type: ignore[arg-type]
-            rows.append(Row(f"libvips limit loop, {fmt}", float(res["rps"])))  # type: ignore[arg-type]
-            res = limit(images, fmt, q, seconds, thumbnail=True)
-            rows.append(Row(f"libvips thumbnail loop, {fmt}", float(res["rps"])))  # type: ignore[arg-type]
+            for thumbnail in (False, True):
+                runs = [limit(images, fmt, q, seconds, thumbnail) for _ in range(args.repeat)]
+                res = max(runs, key=lambda r: float(r["rps"]))  # type: ignore[arg-type]
+                name = "thumbnail" if thumbnail else "limit"
+                if not thumbnail:
+                    sizes[f"limit-{fmt}"] = float(res["mean_bytes"])  # type: ignore[arg-type]
+                rows.append(Row(f"libvips {name} loop, {fmt}", float(res["rps"])))  # type: ignore[arg-type]
         for fmt, q in (("webp", 75), ("jpeg", 80)):
             with originshield(images, cache=False) as (base, pid):
                 paths = [f"/{n}?w=400&f={fmt}&q={q}" for n in names]
                 for conns in args.concurrency:
-                    cpu0, _ = proc_stats(pid)
-                    rps, p50, p99, total = wrk(base, paths, seconds=seconds, connections=conns,
-                                               cold=True, tmp=tmp)  # fmt: skip
-                    cpu1, rss = proc_stats(pid)
-                    rows.append(Row(f"originshield cold, {fmt}, c={conns}", rps, p50, p99,
-                                    (cpu1 - cpu0) * 1000 / max(1, total), rss))  # fmt: skip
+                    name = f"originshield cold, {fmt}, c={conns}"
+                    once = partial(measure, name, pid, base, paths, seconds, conns, True, tmp)
+                    rows.append(best(args.repeat, once))
                 sizes[f"originshield-{fmt}"] = asyncio.run(_mean_size(base, paths))
         for workers in (1, 2):
             with originshield(images, cache=True, workers=workers) as (base, pid):
                 paths = signed_paths(names)
                 asyncio.run(_warm(base, paths, workers))
-                cpu0, _ = proc_stats(pid)
-                rps, p50, p99, total = wrk(base, paths, seconds=seconds, connections=64,
-                                           cold=False, tmp=tmp)  # fmt: skip
-                cpu1, rss = proc_stats(pid)
-                rows.append(Row(f"originshield hot, {workers} process(es)", rps, p50, p99,
-                                (cpu1 - cpu0) * 1000 / max(1, total), rss))  # fmt: skip
+                name = f"originshield hot, {workers} process(es)"
+                once = partial(measure, name, pid, base, paths, seconds, 64, False, tmp)
+                rows.append(best(args.repeat, once))
             body = tmp / "body.webp"
             body.write_bytes(b"\x00" * 21064)
             port = free_port()
@@ -295,9 +307,11 @@ def run(args: argparse.Namespace) -> str:
             with _many(cmd, workers):
                 bare = f"http://127.0.0.1:{port}"
                 wait_http(bare + "/x")
-                rps, p50, p99, _ = wrk(
-                    bare, ["/a.webp"], seconds=seconds, connections=64, cold=False, tmp=tmp
-                )
+                runs = [
+                    wrk(bare, ["/a.webp"], seconds=seconds, connections=64, cold=False, tmp=tmp)
+                    for _ in range(args.repeat)
+                ]
+                rps, p50, p99, _ = max(runs)
                 rows.append(Row(f"bare aiohttp, {workers} process(es)", rps, p50, p99))
         with originshield(images, cache=True) as (base, _):
             single, crowd = stampede(base, names[0])
@@ -380,6 +394,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")],
                         default=[8, 32])  # fmt: skip
+    parser.add_argument("--repeat", type=int, default=3, help="best of N runs per measurement")
     parser.add_argument("--smoke", action="store_true", help="a second per step, no thresholds")
     parser.add_argument("--out", help="also write the table to this file")
     args = parser.parse_args()
