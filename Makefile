@@ -18,7 +18,7 @@ $(WORKER)/node_modules/.installed: $(WORKER)/package.json $(WORKER)/package-lock
 	if command -v npm >/dev/null; then \
 		npm ci --prefix $(WORKER) --no-audit --no-fund --loglevel=error && touch $@; fi
 
-install: $(BIN)/.installed $(WORKER)/node_modules/.installed
+install: $(BIN)/.installed
 
 ## Run the service on its embedded default: sample images, a development key, URLs printed.
 run: install
@@ -31,7 +31,7 @@ lint: install
 typecheck: install
 	$(BIN)/mypy --strict proxy
 
-unit: install
+unit: install $(WORKER)/node_modules/.installed
 	$(BIN)/pytest
 
 ## Everything CI runs: lint, types, the whole test suite.

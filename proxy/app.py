@@ -106,7 +106,6 @@ def policy_from(settings: Settings) -> headers.CachePolicy:
         stale_if_error=c.stale_if_error,
         versioned_ttl=c.versioned_ttl,
         not_found_ttl=c.not_found_ttl,
-        error_ttl=c.error_ttl,
     )
 
 

@@ -29,8 +29,6 @@ from __future__ import annotations
 class ProxyError(Exception):
     status: int = 500
     category: str = "internal"
-    # Seconds a CDN may keep this error; 0 means never (Cache-Control: no-store).
-    cache_seconds: int = 0
 
     def __init__(self, public: str, *, detail: str | None = None) -> None:
         super().__init__(public)
@@ -64,7 +62,6 @@ class Locked(Forbidden):
 class NotFound(ProxyError):
     status = 404
     category = "not_found"
-    cache_seconds = 60
 
 
 class MethodNotAllowed(ProxyError):
@@ -103,7 +100,6 @@ class TransformTimeout(Overloaded):
 class OriginError(ProxyError):
     status = 502
     category = "origin"
-    cache_seconds = 5
 
 
 class OriginTimeout(OriginError):

@@ -26,7 +26,6 @@ class CachePolicy:
     stale_if_error: int = 7 * 86400
     versioned_ttl: int = 365 * 86400
     not_found_ttl: int = 60
-    error_ttl: int = 5
 
 
 def etag(source_etag: str, canonical: str, variant: str) -> str:

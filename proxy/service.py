@@ -177,19 +177,26 @@ class Service:
 
     # -- the whole flow ------------------------------------------------------------------------
     async def handle(self, req: ImageRequest) -> Reply:
+        hit = self.cached_reply(
+            req.raw_target, req.accept, req.if_none_match, req.if_modified_since
+        )
+        if hit is not None:
+            return hit
         target = self.resolve(req.raw_target)
         variant = negotiate.variant(target.options, req.accept)
         rkey: RenderKey = (target.key, target.canonical, variant)
         render = self.shield.renders.get(rkey)
         if render is not None:
+            # Fresh renders of remembered URLs were answered above; this one is stale, or its
+            # URL was not remembered (cache.targets = 0).
+            cache = "hit"
             if self.sources.is_stale(render.checked_at):
                 self.metrics.cache_lookups.labels("renders", "stale").inc()
                 self._refresh_later(target, variant, rkey, render)
-                return self._reply(
-                    target, render, req.if_none_match, req.if_modified_since, "stale"
-                )
-            self.metrics.tally_hit()
-            return self._reply(target, render, req.if_none_match, req.if_modified_since, "hit")
+                cache = "stale"
+            else:
+                self.metrics.tally_hit()
+            return self._reply(target, render, req.if_none_match, req.if_modified_since, cache)
         self.metrics.cache_lookups.labels("renders", "miss").inc()
         if req.if_none_match is not None:
             early = await self._conditional_without_render(target, variant, req)
@@ -377,7 +384,6 @@ class Service:
         else:
             out = self._headers(target, render.etag, render.last_modified, render.vary)
             out["Content-Type"] = render.content_type
-            out["Server"] = "originshield"
             if target.expires_at is None:
                 target.prebuilt[render.etag] = out
         return Reply(200, out, render.body, cache, target.key, target.canonical)

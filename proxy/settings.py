@@ -122,7 +122,6 @@ class CacheControlSettings(_Section):
     stale_if_error: Annotated[int, Field(ge=0)] = 7 * 86400
     versioned_ttl: Annotated[int, Field(ge=0)] = 365 * 86400
     not_found_ttl: Annotated[int, Field(ge=0)] = 60
-    error_ttl: Annotated[int, Field(ge=0)] = 5
 
 
 class ResultStorageSettings(_Section):

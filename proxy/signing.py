@@ -108,7 +108,12 @@ class Signer:
         window: int | None = None,
         **params: ParamValue,
     ) -> str:
+        """A ``verify=`` URL. ``window`` floors the issue time to a multiple of that many seconds;
+        with ``ttl`` (the origin's ``signing.ttl``) given, a window that would leave a fresh URL
+        less than half its life is refused, since pages would link URLs about to expire."""
         ts = int(self._clock() if issued_at is None else issued_at)
+        if window and self.ttl is not None and window > self.ttl // 2:
+            raise ValueError(f"window {window}s is more than half the token ttl {self.ttl}s")
         if window:
             # Every page rendered in the same window links the same URL, so the edge caches
             # one copy instead of one per visitor.

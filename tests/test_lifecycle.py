@@ -101,3 +101,50 @@ async def test_workers_share_one_port(
     assert await asyncio.wait_for(proc.wait(), 30) == 0
     for pid in children:
         assert not Path(f"/proc/{pid}").exists()
+
+
+async def test_cache_hits_through_the_server_fast_lane(
+    tmp_path: Path, proxy: FaultProxy, bucket: tuple[str, Any], signer: Signer
+) -> None:
+    """A started server answers hits before routing; they must look and count like any other."""
+    name, s3 = bucket
+    s3.put_object(Bucket=name, Key="a.jpg", Body=images.jpeg(images.photo(300, 200)))
+    proc, port = await start_server(tmp_path, proxy, name, log__access="false")
+    base = f"http://127.0.0.1:{port}"
+    url = base + signer.url("a.jpg", w=120, f="webp")
+    try:
+        async with aiohttp.ClientSession() as session:
+            seen = []
+            for _ in range(3):
+                async with session.get(url) as r:
+                    assert r.status == 200
+                    assert r.headers["Server"] == "originshield"
+                    assert r.headers["Content-Type"] == "image/webp"
+                    seen.append((await r.read(), r.headers["ETag"], r.headers["X-Request-Id"]))
+            assert len({body for body, _, _ in seen}) == 1
+            assert len({etag for _, etag, _ in seen}) == 1
+            assert len({rid for _, _, rid in seen}) == 3
+            etag = seen[0][1]
+            async with session.get(url, headers={"If-None-Match": etag}) as r:
+                assert r.status == 304
+                assert r.headers["Server"] == "originshield"
+                assert await r.read() == b""
+            async with session.head(url) as r:
+                assert r.status == 200
+                assert await r.read() == b""
+            async with session.get(url.replace("w=120", "w=121")) as r:
+                assert r.status == 403  # the fast lane never bypasses the signature
+            async with session.get(base + "/metrics") as r:
+                text = await r.text()
+
+        def value(prefix: str) -> float:
+            line = next(x for x in text.splitlines() if x.startswith(prefix))
+            return float(line.rsplit(" ", 1)[1])
+
+        assert value('originshield_cache_lookups_total{layer="renders",result="hit"}') == 4
+        assert value('originshield_requests_total{route="image",status_class="2xx"}') == 4
+        assert value('originshield_requests_total{route="image",status_class="3xx"}') == 1
+        assert value('originshield_transforms_total{format="webp"}') == 1
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 30) == 0

@@ -203,3 +203,12 @@ def test_shared_vectors() -> None:
     for forged in doc["forged"]:
         with pytest.raises(Forbidden):
             Verifier([doc["secret"]], ttl=doc["ttl"]).verify(forged)
+
+
+def test_window_must_leave_the_token_most_of_its_life() -> None:
+    signer = Signer([SECRET], ttl=3600, clock=lambda: 1700000000)
+    assert "verify=" in signer.timed_url("k.jpg", window=1800, w=1)
+    with pytest.raises(ValueError, match="window"):
+        signer.timed_url("k.jpg", window=1801, w=1)
+    # Without a ttl the signer cannot tell, and signs.
+    assert "verify=" in Signer([SECRET]).timed_url("k.jpg", window=7200, w=1)
