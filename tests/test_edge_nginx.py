@@ -19,6 +19,7 @@ import pytest
 from proxy.signing import Signer
 from tests import images
 from tests.conftest import KEY
+from tests.servers import wait_http
 from tests.test_cli import free_port
 
 NGINX_CONF = """
@@ -67,14 +68,7 @@ async def edge(make: Any, tmp_path: Path) -> AsyncIterator[tuple[str, Any]]:
         nginx, "-c", str(conf), "-g", "daemon off;", stderr=asyncio.subprocess.DEVNULL
     )
     base = f"http://127.0.0.1:{port}"
-    async with aiohttp.ClientSession() as session:
-        for _ in range(100):
-            try:
-                async with session.get(base + "/healthz") as r:
-                    if r.status == 200:
-                        break
-            except aiohttp.ClientError:
-                await asyncio.sleep(0.05)
+    await wait_http(base + "/healthz")
     yield base, client
     proc.send_signal(signal.SIGQUIT)
     await asyncio.wait_for(proc.wait(), 10)

@@ -15,6 +15,7 @@ from proxy.signing import Signer
 from tests import images
 from tests.conftest import KEY
 from tests.faults import FaultProxy
+from tests.servers import wait_http
 from tests.test_cli import ROOT, free_port
 
 
@@ -39,16 +40,12 @@ async def start_server(
         sys.executable, "-m", "proxy", "serve", "--config", str(config), "--port", str(port),
         *args, env=full_env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
-    async with aiohttp.ClientSession() as session:
-        for _ in range(300):
-            try:
-                async with session.get(f"http://127.0.0.1:{port}/healthz") as r:
-                    if r.status == 200:
-                        return proc, port
-            except aiohttp.ClientError:
-                await asyncio.sleep(0.1)
-    proc.kill()
-    raise AssertionError("server did not start")
+    try:
+        await wait_http(f"http://127.0.0.1:{port}/healthz")
+    except AssertionError:
+        proc.kill()
+        raise
+    return proc, port
 
 
 async def test_sigterm_drains_and_finishes_in_flight(

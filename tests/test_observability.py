@@ -22,6 +22,7 @@ from proxy.signing import Signer
 from tests import images
 from tests.conftest import metric
 from tests.faults import FaultProxy
+from tests.servers import wait_http
 from tests.test_cli import ROOT, free_port
 from tests.test_lifecycle import start_server
 
@@ -137,16 +138,8 @@ async def prometheus(tmp_path: Path) -> AsyncIterator[Any]:
         )  # fmt: skip
         started.append(proc)
         base = f"http://127.0.0.1:{port}"
-        async with aiohttp.ClientSession() as session:
-            for _ in range(200):
-                try:
-                    async with session.get(f"{base}/-/ready") as r:
-                        if r.status == 200:
-                            return base
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.1)
-        raise AssertionError("prometheus did not start")
+        await wait_http(f"{base}/-/ready")
+        return base
 
     yield start
     for proc in started:
