@@ -171,7 +171,7 @@ def create_app(
         origin = await build_origin(settings, metrics)
 
         def observe(stage: str, seconds: float) -> None:
-            metrics.stage_seconds.labels(stage).observe(seconds)
+            metrics.stage(stage, seconds)
             timing.record(stage, seconds)
 
         workers = Workers(settings.transform.concurrency, settings.transform.queue, observe)

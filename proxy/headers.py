@@ -9,6 +9,7 @@ A response to a timed token never outlives the token.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import math
 from dataclasses import dataclass
@@ -38,7 +39,9 @@ def etag(source_etag: str, canonical: str, variant: str) -> str:
     return '"' + base64.urlsafe_b64encode(digest[:18]).decode("ascii") + '"'
 
 
+@functools.lru_cache(maxsize=4096)
 def http_date(timestamp: float) -> str:
+    # Memoised: the same Last-Modified is formatted for every render of a source.
     return formatdate(timestamp, usegmt=True)
 
 

@@ -102,6 +102,9 @@ class Metrics:
             ["version", "libvips"], registry=r, multiprocess_mode="max",
         )  # fmt: skip
         self._tally: dict[tuple[str, int], _Tally] = {}
+        # Children by label values: ``labels()`` validates and locks on every call.
+        self._lookups: dict[tuple[str, str], Counter] = {}
+        self._stages: dict[str, Histogram] = {}
         self._bounds = [*SECONDS, float("inf")]
         self._served = 0
         self._hits = 0
@@ -137,6 +140,20 @@ class Metrics:
         entry.buckets[bisect.bisect_left(self._bounds, seconds)] += 1
         entry.total += seconds
         self._served += body_bytes
+
+    def lookup(self, layer: str, result: str) -> None:
+        """Count one cache lookup."""
+        child = self._lookups.get((layer, result))
+        if child is None:
+            child = self._lookups[layer, result] = self.cache_lookups.labels(layer, result)
+        child.inc()
+
+    def stage(self, stage: str, seconds: float) -> None:
+        """Observe how long one stage of a render took (any thread)."""
+        child = self._stages.get(stage)
+        if child is None:
+            child = self._stages[stage] = self.stage_seconds.labels(stage)
+        child.observe(seconds)
 
     def tally_hit(self) -> None:
         """A render cache hit, counted like ``count_request`` (lock-free, flushed later)."""

@@ -6,12 +6,14 @@ characters, empty segments, over-long keys and keys outside the allowed prefixes
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from urllib.parse import unquote_to_bytes
 
 from proxy.errors import BadRequest, NotFound
 
 MAX_KEY_BYTES = 1024  # S3 and B2 limit object names to 1024 bytes of UTF-8
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
 
 
 def object_key(raw_path: str, allowed_prefixes: Sequence[str] = ()) -> str:
@@ -26,7 +28,7 @@ def object_key(raw_path: str, allowed_prefixes: Sequence[str] = ()) -> str:
         raise BadRequest("object key is not valid UTF-8") from None
     if not key:
         raise NotFound("no object key")
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in key):
+    if _CONTROL.search(key):
         raise BadRequest("control character in object key")
     if "\\" in key:
         raise BadRequest("backslash in object key")

@@ -79,10 +79,7 @@ class TransformOptions:
         """Stable text of every non-default option, sorted by name; ``dpr`` folded into w/h."""
         parts: list[str] = []
         default = _DEFAULT
-        for item in fields(self):
-            name = item.name
-            if name in ("w", "h", "dpr"):
-                continue
+        for name in _CANONICAL_FIELDS:
             value = getattr(self, name)
             if value == getattr(default, name):
                 continue
@@ -95,6 +92,10 @@ class TransformOptions:
 
 
 _DEFAULT = TransformOptions()
+# ``dpr`` is folded into w/h, which are added after the others.
+_CANONICAL_FIELDS = tuple(
+    f.name for f in fields(TransformOptions) if f.name not in ("w", "h", "dpr")
+)
 
 
 def _fmt(value: object) -> str:
@@ -118,13 +119,17 @@ def split_query(query: str) -> list[tuple[str, str]]:
         name, eq, value = item.partition("=")
         if not eq:
             raise BadRequest(f"parameter {name[:16]!r} has no value")
-        try:
-            out.append(
-                (unquote_to_bytes(name).decode("utf-8"), unquote_to_bytes(value).decode("utf-8"))
-            )
-        except UnicodeDecodeError:
-            raise BadRequest("query is not valid UTF-8") from None
+        out.append((_unquote(name), _unquote(value)))
     return out
+
+
+def _unquote(text: str) -> str:
+    if "%" not in text:
+        return text  # nothing to decode, the common case
+    try:
+        return unquote_to_bytes(text).decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest("query is not valid UTF-8") from None
 
 
 def _int(name: str, value: str, lo: int, hi: int) -> int:

@@ -42,17 +42,17 @@ class ResultStorage:
         try:
             stored = await self.origin.fetch(key)
         except NotFound:
-            self.metrics.cache_lookups.labels("result_storage", "miss").inc()
+            self.metrics.lookup("result_storage", "miss")
             return None
         except ProxyError as exc:
             # A broken result store only costs a transform.
-            self.metrics.cache_lookups.labels("result_storage", "miss").inc()
+            self.metrics.lookup("result_storage", "miss")
             log.warning("result storage read failed: %s", exc.detail)
             return None
         if stored is None or not stored.meta.content_type.startswith("image/"):
-            self.metrics.cache_lookups.labels("result_storage", "miss").inc()
+            self.metrics.lookup("result_storage", "miss")
             return None
-        self.metrics.cache_lookups.labels("result_storage", "hit").inc()
+        self.metrics.lookup("result_storage", "hit")
         return stored.body, stored.meta.content_type
 
     def put_later(self, key: str, body: bytes, content_type: str) -> None:

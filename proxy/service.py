@@ -191,13 +191,13 @@ class Service:
             # URL was not remembered (cache.targets = 0).
             cache = "hit"
             if self.sources.is_stale(render.checked_at):
-                self.metrics.cache_lookups.labels("renders", "stale").inc()
+                self.metrics.lookup("renders", "stale")
                 self._refresh_later(target, variant, rkey, render)
                 cache = "stale"
             else:
                 self.metrics.tally_hit()
             return self._reply(target, render, req.if_none_match, req.if_modified_since, cache)
-        self.metrics.cache_lookups.labels("renders", "miss").inc()
+        self.metrics.lookup("renders", "miss")
         if req.if_none_match is not None:
             early = await self._conditional_without_render(target, variant, req)
             if early is not None:

@@ -59,13 +59,13 @@ class Sources:
     async def get(self, key: str) -> Original:
         cached = self.cache.get(key)
         if cached is not None and not self.is_stale(cached.checked_at):
-            self.metrics.cache_lookups.labels("originals", "hit").inc()
+            self.metrics.lookup("originals", "hit")
             return cached
         if cached is not None:
-            self.metrics.cache_lookups.labels("originals", "stale").inc()
+            self.metrics.lookup("originals", "stale")
             work = lambda: self._revalidate(key, cached)  # noqa: E731
         else:
-            self.metrics.cache_lookups.labels("originals", "miss").inc()
+            self.metrics.lookup("originals", "miss")
             work = lambda: self._fetch(key)  # noqa: E731
         original, leader = await self._flight.run(key, work)
         if not leader:
@@ -91,9 +91,9 @@ class Sources:
         if self.negative is None:
             return
         if key in self.negative:
-            self.metrics.cache_lookups.labels("negative", "hit").inc()
+            self.metrics.lookup("negative", "hit")
             raise NotFound("not found")
-        self.metrics.cache_lookups.labels("negative", "miss").inc()
+        self.metrics.lookup("negative", "miss")
 
     def _remember_missing(self, key: str) -> None:
         self.cache.pop(key)
@@ -116,7 +116,7 @@ class Sources:
         self.metrics.origin_requests.labels("ok").inc()
         self.metrics.origin_bytes.inc(len(source.body))
         elapsed = time.perf_counter() - started
-        self.metrics.stage_seconds.labels("origin").observe(elapsed)
+        self.metrics.stage("origin", elapsed)
         timing.record("origin", elapsed)
         original = Original(source.body, source.meta, self.clock())
         self.cache.put(key, original)

@@ -456,6 +456,13 @@ class Cancel:
             if self._image is not None:
                 self._image.set_kill(True)
 
+    def detach(self) -> None:
+        # The last reference to a pipeline frees it, and freeing a libvips pipeline is real
+        # work: it must happen on the render thread, not wherever this object dies (the event
+        # loop, holding the GIL).
+        with self._lock:
+            self._image = None
+
 
 def render(
     data: bytes,
@@ -479,5 +486,8 @@ def render(
         if cancel is not None and cancel.cancelled:
             raise TransformTimeout("transform took too long", retry_after=2) from None
         raise UndecodableImage("source image could not be decoded", detail=str(exc)) from None
+    finally:
+        if cancel is not None:
+            cancel.detach()
     count, frame_height = _frames(image) if p.animated else (1, image.height)
     return Rendered(body, p.format, image.width, frame_height, count)

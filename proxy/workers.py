@@ -49,16 +49,12 @@ class Workers:
         deadline = loop.time() + budget
         if self._slots.locked() and self.waiting >= self.queue:
             raise Overloaded("server busy, retry shortly", retry_after=1)
-        self.waiting += 1
-        queued = time.perf_counter()
-        try:
-            async with asyncio.timeout_at(deadline):
-                await self._slots.acquire()
-        except TimeoutError:
-            raise Overloaded("server busy, retry shortly", retry_after=2) from None
-        finally:
-            self.waiting -= 1
-            self._note("queue", time.perf_counter() - queued)
+        if self._slots.locked():
+            await self._wait_for_slot(deadline)
+        else:
+            # A free slot is taken at once (acquire does not suspend); no timer needed.
+            await self._slots.acquire()
+            self._note("queue", 0.0)
         self.running += 1
         started = time.perf_counter()
 
@@ -77,6 +73,18 @@ class Workers:
                 return await asyncio.shield(future)
         except TimeoutError:
             raise Overloaded("transform took too long", retry_after=2) from None
+
+    async def _wait_for_slot(self, deadline: float) -> None:
+        self.waiting += 1
+        queued = time.perf_counter()
+        try:
+            async with asyncio.timeout_at(deadline):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise Overloaded("server busy, retry shortly", retry_after=2) from None
+        finally:
+            self.waiting -= 1
+            self._note("queue", time.perf_counter() - queued)
 
     def _note(self, stage: str, seconds: float) -> None:
         if self._observe is not None:

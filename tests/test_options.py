@@ -80,6 +80,11 @@ def test_bad_values_are_400_with_a_reason(query: str, reason: str) -> None:
     assert "\n" not in info.value.public
 
 
+def test_percent_encoded_names_and_values_mean_the_same() -> None:
+    assert p("%77=4%30%30&f=%77ebp") == p("w=400&f=webp")
+    assert split_query("v=%C3%A9") == [("v", "\u00e9")]
+
+
 def test_plus_is_not_a_space() -> None:
     with pytest.raises(BadRequest):
         p("w=1+2")
