@@ -78,12 +78,10 @@ class TransformOptions:
     def canonical(self) -> str:
         """Stable text of every non-default option, sorted by name; ``dpr`` folded into w/h."""
         parts: list[str] = []
-        default = _DEFAULT
-        for name in _CANONICAL_FIELDS:
+        for name, default in _CANONICAL_DEFAULTS:
             value = getattr(self, name)
-            if value == getattr(default, name):
-                continue
-            parts.append(f"{name}={_fmt(value)}")
+            if value != default:
+                parts.append(f"{name}={_fmt(value)}")
         if self.width is not None:
             parts.append(f"w={self.width}")
         if self.height is not None:
@@ -93,8 +91,10 @@ class TransformOptions:
 
 _DEFAULT = TransformOptions()
 # ``dpr`` is folded into w/h, which are added after the others.
-_CANONICAL_FIELDS = tuple(
-    f.name for f in fields(TransformOptions) if f.name not in ("w", "h", "dpr")
+_CANONICAL_DEFAULTS = tuple(
+    (f.name, getattr(_DEFAULT, f.name))
+    for f in fields(TransformOptions)
+    if f.name not in ("w", "h", "dpr")
 )
 
 
@@ -250,7 +250,7 @@ def parse(pairs: Iterable[tuple[str, str]], limits: Limits = Limits()) -> Transf
         _apply(values, name, raw, limits)
     if limits.allowed_widths and "w" in values:
         values["w"] = _round_width(int(values["w"]), limits)  # type: ignore[call-overload]
-    opts = replace(_DEFAULT, **values)  # type: ignore[arg-type]
+    opts = TransformOptions(**values)  # type: ignore[arg-type]
     _check_limits(opts, limits)
     return opts
 

@@ -173,15 +173,20 @@ def split_target(raw_target: str) -> tuple[str, str, str | None, str | None]:
     token_name = last_name if (eq and last_name in TOKEN_NAMES) else None
     body = params[:-1] if token_name else params
     for item in body:
-        name = unquote_to_bytes(item.partition("=")[0]).decode("latin-1").strip().lower()
-        if name in TOKEN_NAMES:
+        if _plain_name(item.partition("=")[0]) in TOKEN_NAMES:
             raise Forbidden("token must be the last parameter and appear once")
     if token_name is None:
-        name = unquote_to_bytes(last_name).decode("latin-1").strip().lower()
-        if name in TOKEN_NAMES:
+        if _plain_name(last_name) in TOKEN_NAMES:
             raise Forbidden("malformed token parameter")
         return path, query, None, None
     return path, "&".join(body), token_name, last_value
+
+
+def _plain_name(raw: str) -> str:
+    """A parameter name as a decoder might read it: unescaped, trimmed, lower case."""
+    if "%" in raw or not raw.isascii():
+        raw = unquote_to_bytes(raw).decode("latin-1")
+    return raw.strip().lower()
 
 
 class Verifier:

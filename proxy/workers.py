@@ -66,7 +66,11 @@ class Workers:
                 self._note("transform", time.perf_counter() - started)
 
         # The request's context goes along, so per-request timing reaches the thread.
-        future = loop.run_in_executor(self._executor, contextvars.copy_context().run, work)
+        # (submit + wrap_future is what run_in_executor does, minus its per-call inspection of
+        # the callable.)
+        future = asyncio.wrap_future(
+            self._executor.submit(contextvars.copy_context().run, work), loop=loop
+        )
         future.add_done_callback(self._release)  # type: ignore[arg-type]
         try:
             async with asyncio.timeout_at(deadline):
