@@ -3,21 +3,27 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from tests.test_cli import ROOT
 
 
-def test_benchmark_smoke_run() -> None:
+def clean_env() -> dict[str, str]:
     if shutil.which("wrk") is None:
         if os.environ.get("CI"):
             pytest.fail("wrk is not installed")
         pytest.skip("wrk is not installed (apt-get install wrk)")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ORIGINSHIELD_", "AWS_"))}
+    return {k: v for k, v in os.environ.items() if not k.startswith(("ORIGINSHIELD_", "AWS_"))}
+
+
+def test_benchmark_smoke_run() -> None:
+    env = clean_env()
     out = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "run.py"), "--smoke"],
         capture_output=True, text=True, env=env, cwd=ROOT, timeout=600, check=False,
@@ -32,3 +38,16 @@ def test_benchmark_smoke_run() -> None:
     )
     for row in rows:
         assert row in out.stdout, row
+
+
+def test_variant_comparison_smoke_run(tmp_path: Path) -> None:
+    env = clean_env()
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "compare.py"), "--rounds", "1", "--seconds", "1",
+         "--images", str(tmp_path), "base=", "two=ORIGINSHIELD_TRANSFORM__CONCURRENCY=2"],
+        capture_output=True, text=True, env=env, cwd=ROOT, timeout=600, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "round 0: loop" in out.stdout
+    for name in ("base", "two"):
+        assert re.search(rf"^  {name} +median \d\.\d{{3}}x", out.stdout, re.M), out.stdout
