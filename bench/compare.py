@@ -99,7 +99,7 @@ def main() -> None:
     q = 80 if args.format == "jpeg" else 75
     ratios: dict[str, list[float]] = {name: [] for name in variants}
     with tempfile.TemporaryDirectory(prefix="originshield-compare-") as tmp:
-        images = Path(args.images)
+        images = Path(args.images).resolve()
         if not list(images.glob("*.jpg")):
             images = Path(tmp) / "images"
             images.mkdir()
