@@ -14,8 +14,6 @@ import pyvips
 from proxy import jpegheader, svg
 from proxy.errors import SourceTooLarge, UndecodableImage, UnsupportedFormat
 
-ALL_SOURCE_FORMATS = frozenset({"jpeg", "png", "webp", "avif", "gif", "tiff", "svg", "heif"})
-
 
 @dataclass(frozen=True, slots=True)
 class SourceInfo:
