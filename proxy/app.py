@@ -25,8 +25,9 @@ from proxy.origin.s3 import S3Origin
 from proxy.originlock import OriginLock, parse_networks
 from proxy.readiness import Readiness
 from proxy.results import ResultStorage
-from proxy.service import Service, Shield
+from proxy.service import Service
 from proxy.settings import Settings, region_from_endpoint
+from proxy.shield import Shield
 from proxy.signing import Verifier
 from proxy.sources import Sources
 from proxy.tasks import Background

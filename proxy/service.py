@@ -14,22 +14,19 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-
-from cachetools import LRUCache
+from dataclasses import dataclass
 
 from proxy import headers, libvips, negotiate, objectkey, options, transform
-from proxy.cache import ByteLRU, SingleFlight
 from proxy.errors import Forbidden, NotFound, OriginTimeout, Overloaded, ProxyError
 from proxy.metrics import Metrics
 from proxy.results import ResultStorage
+from proxy.shield import Render, RenderKey, Shield, Target
 from proxy.signing import Verifier
 from proxy.sources import Original, Sources
 from proxy.tasks import Background
 from proxy.workers import Workers
 
 log = logging.getLogger("originshield")
-RenderKey = tuple[str, str, str]  # object key, canonical options, variant
 # The request deadline trails the transform deadline so that a slow queue answers 503 (retry)
 # and only a slow origin answers 504.
 DEADLINE_MARGIN = 1.0
@@ -51,48 +48,6 @@ class Reply:
     cache: str = "miss"  # hit, stale, miss, coalesced, stored, revalidated
     key: str = ""
     canonical: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    """What verifying and parsing one raw request target proved."""
-
-    key: str
-    options: options.TransformOptions
-    canonical: str
-    expires_at: float | None
-    versioned: bool
-    tag: str
-    # ETag -> the 200 headers of that render: for permanent tokens they never change, so a hit
-    # reuses them instead of formatting them again. (Keyed by ETag, not by the render, so no
-    # body is kept alive here after the render cache let it go.)
-    prebuilt: dict[str, dict[str, str]] = field(default_factory=dict, compare=False, hash=False)
-
-
-@dataclass(frozen=True, slots=True)
-class Render:
-    body: bytes
-    content_type: str
-    etag: str
-    source_etag: str
-    modified: float | None
-    last_modified: str | None
-    vary: bool
-    checked_at: float
-
-    @property
-    def nbytes(self) -> int:
-        return len(self.body) + 512
-
-
-@dataclass(slots=True)
-class Shield:
-    """The per-process caches and coalescing state in front of the transforms."""
-
-    renders: ByteLRU[RenderKey, Render]
-    targets: LRUCache[str, Target]
-    flight: SingleFlight[RenderKey, Render] = field(default_factory=SingleFlight)
-    refreshing: set[RenderKey] = field(default_factory=set)
 
 
 class Service:
