@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 from aiohttp import web
 from cachetools import LRUCache, TTLCache
@@ -290,16 +291,8 @@ async def serve(
     log.info("stopped")
 
 
-def run(
-    settings: Settings,
-    host: str,
-    port: int,
-    *,
-    reuse_port: bool = False,
-    multiprocess_dir: str | None = None,
-) -> None:
+def run(main: Coroutine[Any, Any, None]) -> None:
+    """Run ``serve(...)`` to its end on uvloop (imported here: only a serving process needs it)."""
     import uvloop
 
-    uvloop.run(
-        serve(settings, host, port, reuse_port=reuse_port, multiprocess_dir=multiprocess_dir)
-    )
+    uvloop.run(main)

@@ -87,7 +87,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from proxy.supervisor import run_workers
 
         return run_workers(workers, args.config, host, port)
-    app.run(settings, host, port)
+    app.run(app.serve(settings, host, port))
     return 0
 
 

@@ -83,7 +83,7 @@ class SigningSettings(_Section):
 
 
 class TransformSettings(_Section):
-    concurrency: Annotated[int, Field(ge=0, le=256)] = 0  # 0: three per CPU
+    concurrency: Annotated[int, Field(ge=0, le=256)] = 0  # 0: three per usable CPU
     # Threads libvips uses inside one render; 0 keeps libvips' default (one per CPU).
     vips_threads: Annotated[int, Field(ge=0, le=64)] = 1
     queue: Annotated[int, Field(ge=0, le=100000)] = 64

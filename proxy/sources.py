@@ -81,8 +81,7 @@ class Sources:
         try:
             meta = await self.origin.stat(key)
         except NotFound:
-            self.metrics.origin_requests.labels("not_found").inc()
-            self._remember_missing(key)
+            self._not_found(key)
             raise
         self.metrics.origin_requests.labels("ok").inc()
         return meta
@@ -95,7 +94,9 @@ class Sources:
             raise NotFound("not found")
         self.metrics.lookup("negative", "miss")
 
-    def _remember_missing(self, key: str) -> None:
+    def _not_found(self, key: str) -> None:
+        """The origin says the key does not exist: count it, forget it, remember its absence."""
+        self.metrics.origin_requests.labels("not_found").inc()
         self.cache.pop(key)
         if self.negative is not None:
             self.negative[key] = True
@@ -106,8 +107,7 @@ class Sources:
         try:
             source = await self.origin.fetch(key)
         except NotFound:
-            self.metrics.origin_requests.labels("not_found").inc()
-            self._remember_missing(key)
+            self._not_found(key)
             raise
         except Exception:
             self.metrics.origin_requests.labels("error").inc()
@@ -127,8 +127,7 @@ class Sources:
         try:
             source = await self.origin.fetch(key, if_none_match=cached.meta.etag)
         except NotFound:
-            self.metrics.origin_requests.labels("not_found").inc()
-            self._remember_missing(key)
+            self._not_found(key)
             raise
         except OriginError as exc:
             self.metrics.origin_requests.labels("error").inc()

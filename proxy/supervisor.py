@@ -29,7 +29,7 @@ def _child(config: str | None, host: str, port: int, metrics_dir: str) -> None:
 
     settings = load_settings(config)
     logs.setup(settings.log.level, settings.log.format)
-    app.run(settings, host, port, reuse_port=True, multiprocess_dir=metrics_dir)
+    app.run(app.serve(settings, host, port, reuse_port=True, multiprocess_dir=metrics_dir))
 
 
 def run_workers(count: int, config: str | None, host: str, port: int) -> int:

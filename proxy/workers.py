@@ -9,16 +9,33 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import math
 import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import ParamSpec, TypeVar
 
 from proxy.errors import Overloaded
 
 P = ParamSpec("P")
 T = TypeVar("T")
+CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+
+
+def available_cpus(cpu_max: Path = CPU_MAX) -> int:
+    """CPUs this process may use: its affinity mask, capped by a cgroup v2 CPU quota (a
+    container's ``--cpus``, a Kubernetes CPU limit). ``os.cpu_count()`` sees every CPU of the
+    host, which in a small container means far more renders, and memory, than it can carry."""
+    count = len(os.sched_getaffinity(0))
+    try:
+        quota, period = cpu_max.read_text().split()
+        if quota != "max":
+            count = min(count, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return count
 
 
 class Workers:
@@ -34,7 +51,7 @@ class Workers:
         # Renders with one libvips thread each, three per CPU: while one thread waits for the
         # GIL or for memory, another has work for the CPU. Two per CPU left the CPUs idle about
         # 6% of the time under load, three about 4% (docs/benchmarks.md).
-        self.concurrency = concurrency or 3 * (os.cpu_count() or 1)
+        self.concurrency = concurrency or 3 * available_cpus()
         self.queue = queue
         self._executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="vips")
         self._slots = asyncio.Semaphore(self.concurrency)

@@ -11,19 +11,19 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_cli import ROOT
+from tests.test_cli import ROOT, clean_env
 
 
-def clean_env() -> dict[str, str]:
+def wrk_env() -> dict[str, str]:
     if shutil.which("wrk") is None:
         if os.environ.get("CI"):
             pytest.fail("wrk is not installed")
         pytest.skip("wrk is not installed (apt-get install wrk)")
-    return {k: v for k, v in os.environ.items() if not k.startswith(("ORIGINSHIELD_", "AWS_"))}
+    return clean_env()
 
 
 def test_benchmark_smoke_run() -> None:
-    env = clean_env()
+    env = wrk_env()
     out = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "run.py"), "--smoke"],
         capture_output=True, text=True, env=env, cwd=ROOT, timeout=600, check=False,
@@ -41,7 +41,7 @@ def test_benchmark_smoke_run() -> None:
 
 
 def test_variant_comparison_smoke_run(tmp_path: Path) -> None:
-    env = clean_env()
+    env = wrk_env()
     out = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "compare.py"), "--rounds", "1", "--seconds", "1",
          "--images", str(tmp_path), "base=", "two=ORIGINSHIELD_TRANSFORM__CONCURRENCY=2"],

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import KEY
-from tests.test_cli import ROOT, free_port, wait_ready
+from tests.test_cli import ROOT, clean_env, free_port, wait_ready
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -35,9 +35,8 @@ def wait_port(port: int, timeout: float = 30) -> None:
 
 @pytest.fixture
 def shop(tmp_path: Path) -> Iterator[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ORIGINSHIELD_", "AWS_"))}
+    env = clean_env(ORIGINSHIELD_SIGNING__KEYS=KEY)
     origin_port, shop_port = free_port(), free_port()
-    env.update(PYTHONPATH=str(ROOT), ORIGINSHIELD_SIGNING__KEYS=KEY)
     procs = []
     try:
         procs.append(subprocess.Popen(

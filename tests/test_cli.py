@@ -29,16 +29,18 @@ def run(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) 
         [*EXE, *args],
         capture_output=True,
         text=True,
-        env={**_base_env(), **(env or {})},
+        env={**clean_env(), **(env or {})},
         cwd=cwd or ROOT,
         timeout=60,
         check=False,
     )
 
 
-def _base_env() -> dict[str, str]:
+def clean_env(**extra: str) -> dict[str, str]:
+    """This environment without any originshield or AWS setting, able to import ``proxy``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ORIGINSHIELD_", "AWS_"))}
     env["PYTHONPATH"] = str(ROOT)
+    env.update(extra)
     return env
 
 
@@ -95,7 +97,7 @@ def serve() -> Iterator[Any]:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            env={**_base_env(), **(env or {})},
+            env={**clean_env(), **(env or {})},
             cwd=cwd,
         )
         procs.append(proc)

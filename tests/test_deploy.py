@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import os
 import re
 import shutil
 import subprocess
@@ -22,7 +21,7 @@ import pytest
 import yaml
 
 from proxy.signing import Signer
-from tests.test_cli import ROOT, free_port, run, wait_ready
+from tests.test_cli import ROOT, clean_env, free_port, run, wait_ready
 
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "kubernetes"
@@ -106,8 +105,7 @@ def test_healthcheck_command(tmp_path: Path) -> None:
     nothing = run("healthcheck", "--port", str(port))
     assert nothing.returncode == 1
     assert "unhealthy" in nothing.stderr
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ORIGINSHIELD_", "AWS_"))}
-    env["PYTHONPATH"] = str(ROOT)
+    env = clean_env()
     proc = subprocess.Popen(
         [sys.executable, "-m", "proxy", "serve", "--port", str(port)], cwd=tmp_path, env=env,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import sys
 from pathlib import Path
@@ -16,7 +15,7 @@ from tests import images
 from tests.conftest import KEY
 from tests.faults import FaultProxy
 from tests.servers import wait_http
-from tests.test_cli import ROOT, free_port
+from tests.test_cli import clean_env, free_port
 
 
 async def start_server(
@@ -28,9 +27,7 @@ async def start_server(
         f'[origin]\nkind = "s3"\nendpoint_url = "{proxy.url}"\nbucket = "{bucket_name}"\n'
         'region = "us-east-1"\n'
     )
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("ORIGINSHIELD_", "AWS_"))}
-    full_env.update(
-        PYTHONPATH=str(ROOT),
+    full_env = clean_env(
         ORIGINSHIELD_SIGNING__KEYS=KEY,
         ORIGINSHIELD_ORIGIN__ACCESS_KEY_ID="testing",
         ORIGINSHIELD_ORIGIN__SECRET_ACCESS_KEY="testing",

@@ -4,13 +4,16 @@ revalidation, result storage. Against the S3-protocol test server behind a count
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from proxy.signing import Signer
+from proxy.workers import Workers, available_cpus
 from tests import images
 from tests.conftest import metric
 from tests.faults import FaultProxy
@@ -117,6 +120,21 @@ async def test_origin_down_serves_cached_fails_fast_and_recovers(
     assert recovered.status == 200
     await asyncio.sleep(2.1)
     assert (await client.get("/readyz")).status == 200
+
+
+def test_default_concurrency_follows_the_cpu_quota(tmp_path: Path) -> None:
+    mine = len(os.sched_getaffinity(0))
+    cpu_max = tmp_path / "cpu.max"
+    cpu_max.write_text("50000 100000\n")  # half a CPU, as `docker run --cpus 0.5`
+    assert available_cpus(cpu_max) == 1
+    cpu_max.write_text("max 100000\n")  # no quota
+    assert available_cpus(cpu_max) == mine
+    cpu_max.write_text(f"{(mine + 4) * 100000} 100000\n")  # a quota above what it may run on
+    assert available_cpus(cpu_max) == mine
+    assert available_cpus(tmp_path / "absent") == mine
+    workers = Workers(0, 10)
+    assert workers.concurrency == 3 * available_cpus()
+    workers.close()
 
 
 async def test_full_queue_answers_503_with_retry_after(

@@ -103,14 +103,11 @@ async def test_bad_corpus_gets_4xx_and_the_server_stays_healthy(
     import aiohttp
 
     from tests.servers import wait_http
-    from tests.test_cli import ROOT as REPO
-    from tests.test_cli import free_port
+    from tests.test_cli import clean_env, free_port
 
     assert ROOT is not None
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ORIGINSHIELD_", "AWS_"))}
-    env.update(
-        PYTHONPATH=str(REPO),
+    env = clean_env(
         ORIGINSHIELD_ORIGIN__ROOT=str(ROOT),
         ORIGINSHIELD_SIGNING__KEYS="testdata-key-0123456789",
         ORIGINSHIELD_SIGNING__REQUIRED="false",

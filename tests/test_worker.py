@@ -15,7 +15,7 @@ import pytest
 
 from proxy.signing import Signer
 from tests import images
-from tests.test_cli import ROOT, free_port, wait_ready
+from tests.test_cli import ROOT, clean_env, free_port, wait_ready
 
 WORKER = ROOT / "deploy" / "cloudflare" / "worker"
 VECTORS = json.loads((ROOT / "tests" / "vectors" / "signing.json").read_text())
@@ -40,9 +40,7 @@ def test_worker_in_workerd(tmp_path: Path) -> None:
     (root / "a").mkdir()
     (root / "a" / "b+c.png").write_bytes(images.png(images.photo(300, 200)))
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ORIGINSHIELD_", "AWS_"))}
-    env.update(
-        PYTHONPATH=str(ROOT),
+    env = clean_env(
         ORIGINSHIELD_ORIGIN__ROOT=str(root),
         ORIGINSHIELD_SIGNING__KEYS=VECTORS["secret"],
         ORIGINSHIELD_SIGNING__TTL=str(VECTORS["ttl"]),
