@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -18,6 +21,7 @@ from proxy.app import create_app
 from proxy.settings import Settings, load_settings
 from proxy.signing import Signer
 from tests.faults import FaultProxy
+from tests.servers import EXE, clean_env
 
 KEY = "test-signing-key-0123456789abcdef"
 OLD_KEY = "old-signing-key-0123456789abcdef"
@@ -148,3 +152,33 @@ async def metric(client: TestClient[Any, Any], name: str, **labels: str) -> floa
             if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
                 total += sample.value
     return total
+
+
+@pytest.fixture
+def serve() -> Iterator[Any]:
+    """Start ``originshield serve`` with a clean environment; stopped (SIGTERM) after the test."""
+    procs: list[subprocess.Popen[str]] = []
+
+    def start(*args: str, env: dict[str, str] | None = None, cwd: Path) -> Any:
+        proc = subprocess.Popen(
+            [*EXE, "serve", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**clean_env(), **(env or {})},
+            cwd=cwd,
+        )
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()

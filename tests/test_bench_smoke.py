@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_cli import ROOT, clean_env
+from tests.servers import ROOT, clean_env
 
 
 def wrk_env() -> dict[str, str]:

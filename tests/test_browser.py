@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import KEY
-from tests.test_cli import ROOT, clean_env, free_port, wait_ready
+from tests.servers import ROOT, clean_env, free_port, wait_ready
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"

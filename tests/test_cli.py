@@ -2,52 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from proxy.signing import Verifier
 from tests import images
 from tests.conftest import KEY
-
-ROOT = Path(__file__).resolve().parent.parent
-EXE = [sys.executable, "-m", "proxy"]
-
-
-def run(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> Any:
-    return subprocess.run(
-        [*EXE, *args],
-        capture_output=True,
-        text=True,
-        env={**clean_env(), **(env or {})},
-        cwd=cwd or ROOT,
-        timeout=60,
-        check=False,
-    )
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """This environment without any originshield or AWS setting, able to import ``proxy``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ORIGINSHIELD_", "AWS_"))}
-    env["PYTHONPATH"] = str(ROOT)
-    env.update(extra)
-    return env
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.servers import free_port, run, wait_ready
 
 
 def test_sign_prints_a_verifiable_path() -> None:
@@ -85,47 +49,6 @@ def test_check_config_masks_secrets_and_fails_cleanly(tmp_path: Path) -> None:
     assert bad.stderr.strip().splitlines() == [
         "originshield: config error: transform.queue: Input should be greater than or equal to 0"
     ]
-
-
-@pytest.fixture
-def serve() -> Iterator[Any]:
-    procs: list[subprocess.Popen[str]] = []
-
-    def start(*args: str, env: dict[str, str] | None = None, cwd: Path) -> Any:
-        proc = subprocess.Popen(
-            [*EXE, "serve", *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env={**clean_env(), **(env or {})},
-            cwd=cwd,
-        )
-        procs.append(proc)
-        return proc
-
-    yield start
-    for proc in procs:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
-
-
-def wait_ready(port: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.1)
-    raise AssertionError("server did not start")
 
 
 def fetch(url: str) -> tuple[int, dict[str, str], bytes]:

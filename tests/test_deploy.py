@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from proxy.signing import Signer
-from tests.test_cli import ROOT, clean_env, free_port, run, wait_ready
+from tests.servers import ROOT, free_port, run, wait_ready
 
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "kubernetes"
@@ -100,23 +100,15 @@ def test_install_steps_of_the_dockerfile_outside_docker(tmp_path: Path) -> None:
 # -- healthcheck and check-config -------------------------------------------------------------
 
 
-def test_healthcheck_command(tmp_path: Path) -> None:
+def test_healthcheck_command(tmp_path: Path, serve: Any) -> None:
     port = free_port()
     nothing = run("healthcheck", "--port", str(port))
     assert nothing.returncode == 1
     assert "unhealthy" in nothing.stderr
-    env = clean_env()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "proxy", "serve", "--port", str(port)], cwd=tmp_path, env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        wait_ready(port)
-        ok = run("healthcheck", "--port", str(port))
-        assert ok.returncode == 0, ok.stderr
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    serve("--port", str(port), cwd=tmp_path)
+    wait_ready(port)
+    ok = run("healthcheck", "--port", str(port))
+    assert ok.returncode == 0, ok.stderr
 
 
 def test_check_config_on_the_shipped_config() -> None:

@@ -19,8 +19,7 @@ import pytest
 from proxy.signing import Signer
 from tests import images
 from tests.conftest import KEY
-from tests.servers import wait_http
-from tests.test_cli import free_port
+from tests.servers import free_port, wait_http
 
 NGINX_CONF = """
 {user}

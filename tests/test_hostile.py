@@ -23,7 +23,7 @@ from proxy.signing import Signer
 from tests import hostile, images
 from tests.conftest import KEY, metric
 from tests.faults import FaultProxy
-from tests.test_cli import run
+from tests.servers import run
 
 Put = Callable[[str, bytes], None]
 

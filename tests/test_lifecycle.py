@@ -14,8 +14,7 @@ from proxy.signing import Signer
 from tests import images
 from tests.conftest import KEY
 from tests.faults import FaultProxy
-from tests.servers import wait_http
-from tests.test_cli import clean_env, free_port
+from tests.servers import clean_env, free_port, wait_http
 
 
 async def start_server(

@@ -22,8 +22,7 @@ from proxy.signing import Signer
 from tests import images
 from tests.conftest import metric
 from tests.faults import FaultProxy
-from tests.servers import wait_http
-from tests.test_cli import ROOT, free_port
+from tests.servers import ROOT, free_port, wait_http
 from tests.test_lifecycle import start_server
 
 Put = Any

@@ -102,8 +102,7 @@ async def test_bad_corpus_gets_4xx_and_the_server_stays_healthy(
 
     import aiohttp
 
-    from tests.servers import wait_http
-    from tests.test_cli import clean_env, free_port
+    from tests.servers import clean_env, free_port, wait_http
 
     assert ROOT is not None
     port = free_port()
